@@ -1,0 +1,1 @@
+"""fhir-scribe: clinical dictation -> local transcription -> sectioned note -> FHIR DocumentReference."""

@@ -1,0 +1,53 @@
+"""The ASGI application: wires settings, the engine and the routers; no business logic here."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service import __doc__ as service_doc
+from service.api import health, transcriptions
+from service.api.middleware import RequestContextMiddleware
+from service.api.problems import install_problem_handlers
+from service.config import Settings
+from service.logs import event
+from service.transcription.engine import Transcriber
+from service.transcription.models import resolve_model
+from service.transcription.pool import TranscriptionPool
+
+log = logging.getLogger(__name__)
+
+
+def load_transcriber(settings: Settings) -> Transcriber:
+    started = time.perf_counter()
+    source = resolve_model(settings.transcription.model, settings.transcription.model_cache_dir)
+    transcriber = Transcriber(source, settings.transcription)
+    transcriber.warm_up()
+    event(log, "model.ready", model=source.name, revision=source.revision, device=transcriber.device,
+          compute_type=transcriber.compute_type, num_workers=settings.transcription.num_workers,
+          load_s=round(time.perf_counter() - started, 2))
+    return transcriber
+
+
+def create_app(settings: Settings, transcriber: Transcriber | None = None) -> FastAPI:
+    """``transcriber`` may be passed in (tests share one); otherwise it is loaded at start-up."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pool = TranscriptionPool(transcriber or load_transcriber(settings))
+        yield
+        app.state.pool.shutdown()
+        app.state.pool = None
+
+    app = FastAPI(title="fhir-scribe", version="0.1.0", description=service_doc, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.pool = None
+    install_problem_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(health.router)
+    app.include_router(transcriptions.router)
+    return app

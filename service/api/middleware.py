@@ -1,0 +1,56 @@
+"""Request id + one access-log line per request, as a plain ASGI middleware (it must not buffer SSE streams).
+
+The line names the route template (``/v1/audio/transcriptions``), never the raw path or query, which in FHIR
+land can hold patient ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.logs import event, request_id
+
+log = logging.getLogger("service.access")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        offered = headers.get(b"x-request-id", b"").decode("latin-1")
+        rid = offered if _SAFE_ID.match(offered) else uuid.uuid4().hex
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            event(log, "http.request", method=scope["method"], route=getattr(route, "path", "unmatched"),
+                  status=status, duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                  bytes_in=_content_length(headers))
+            request_id.reset(token)
+
+
+def _content_length(headers: dict[bytes, bytes]) -> int | None:
+    value = headers.get(b"content-length", b"")
+    return int(value) if value.isdigit() else None

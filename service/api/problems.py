@@ -1,0 +1,50 @@
+"""Every error leaves the API as RFC 9457 application/problem+json, with the request id to quote to support.
+
+Validation errors list the fields and what is wrong with them, never the submitted values (which may be PHI).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+
+from service.errors import PROBLEM_BASE, ScribeError
+from service.logs import event, request_id
+
+log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(status: int, slug: str, title: str, detail: str, headers: dict[str, str] | None = None,
+            **extra: object) -> JSONResponse:
+    body = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail,
+            "request_id": request_id.get(), **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ScribeError)
+    async def _scribe(_: Request, exc: ScribeError) -> JSONResponse:
+        event(log, "request.problem", status=exc.status, problem=exc.slug)
+        return problem(exc.status, exc.slug, exc.title, exc.detail, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return problem(422, "invalid-request", "Invalid request", detail, errors=errors)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+        return problem(exc.status_code, f"http-{exc.status_code}", title, str(exc.detail), exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        event(log, "request.failed", level=logging.ERROR, exc_type=type(exc).__name__)
+        return problem(500, "internal-error", "Internal error",
+                       "an unexpected error occurred; quote the request_id when reporting it")

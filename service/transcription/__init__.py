@@ -1,0 +1,1 @@
+"""Transcription stage: decoded audio -> Transcript, with faster-whisper on local weights."""

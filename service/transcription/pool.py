@@ -1,0 +1,93 @@
+"""Runs the engine off the event loop, with a bounded number of jobs admitted at once.
+
+A full pool answers ``Overloaded`` (503 + Retry-After) immediately instead of piling requests up in memory: a
+load balancer can then try another replica. Admission is taken *before* an upload is read, so a burst of large
+uploads cannot exhaust memory either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+from service.audio import Audio
+from service.errors import Overloaded
+from service.logs import event
+from service.transcription.engine import Transcriber
+from service.transcription.transcript import Segment, TranscribeOptions, Transcript
+
+log = logging.getLogger(__name__)
+_DONE = object()
+
+
+class TranscriptionPool:
+    def __init__(self, transcriber: Transcriber) -> None:
+        settings = transcriber.settings
+        self.transcriber = transcriber
+        self._executor = ThreadPoolExecutor(max_workers=settings.num_workers, thread_name_prefix="transcribe")
+        self._capacity = settings.num_workers + settings.max_queue
+        self._retry_after_s = settings.retry_after_s
+        self._admitted = 0  # touched only from the event loop thread
+
+    @property
+    def admitted(self) -> int:
+        return self._admitted
+
+    @contextmanager
+    def admission(self) -> Iterator[None]:
+        if self._admitted >= self._capacity:
+            event(log, "transcription.rejected", level=logging.WARNING, admitted=self._admitted,
+                  capacity=self._capacity)
+            raise Overloaded(f"all {self._capacity} transcription slots are busy; retry later",
+                             retry_after_s=self._retry_after_s)
+        self._admitted += 1
+        try:
+            yield
+        finally:
+            self._admitted -= 1
+
+    async def transcribe(self, audio: Audio, options: TranscribeOptions) -> Transcript:
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        transcript = await loop.run_in_executor(
+            self._executor, functools.partial(self.transcriber.transcribe, audio, options))
+        self._log_done(audio, transcript, started)
+        return transcript
+
+    async def stream(self, audio: Audio, options: TranscribeOptions) -> AsyncIterator[Segment | Transcript]:
+        """Yield segments as the decoder produces them, then the whole transcript."""
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        stop = threading.Event()
+        job = loop.run_in_executor(
+            self._executor,
+            functools.partial(self.transcriber.transcribe, audio, options,
+                              on_segment=lambda s: loop.call_soon_threadsafe(queue.put_nowait, s),
+                              should_stop=stop.is_set))
+        # Segments are queued with call_soon_threadsafe before the job's result is, so _DONE comes last.
+        job.add_done_callback(lambda _: queue.put_nowait(_DONE))
+        try:
+            while (item := await queue.get()) is not _DONE:
+                yield item  # type: ignore[misc]
+            transcript = job.result()
+            self._log_done(audio, transcript, started)
+            yield transcript
+        finally:
+            stop.set()  # the client left early: let the worker stop at the next segment
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _log_done(self, audio: Audio, transcript: Transcript, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        event(log, "transcription.done", audio_sha256=audio.sha256[:16], audio_bytes=audio.size_bytes,
+              container=audio.container, audio_s=round(audio.duration_s, 2), wall_s=round(elapsed, 3),
+              x_realtime=round(audio.duration_s / elapsed, 1) if elapsed else None,
+              segments=len(transcript.segments), chars=len(transcript.text), model=transcript.model)
