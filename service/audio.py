@@ -23,7 +23,7 @@ SAMPLE_RATE = 16_000
 _CONTAINERS = {
     "wav": "wav",
     "mp3": "mp3",
-    "mov,mp4,m4a,3gp,3g2,mj2": "m4a",
+    "mov,mp4,m4a,3gp,3g2,mj2": "mp4",
     "aac": "aac",
     "flac": "flac",
     "ogg": "ogg",
@@ -166,7 +166,7 @@ def _riff_declared_duration(data: bytes) -> float | None:
 
 def _sniff(data: bytes) -> str | None:
     if data[4:8] == b"ftyp":
-        return "m4a"
+        return "mp4"
     for signature, name in _SIGNATURES:
         if data.startswith(signature):
             return name

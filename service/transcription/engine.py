@@ -6,11 +6,8 @@ threads can call ``transcribe`` at once; ``num_workers`` gives each of them its 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a model folder lacking a file must fail fast, not call a hub
 
 import ctranslate2
 import numpy as np

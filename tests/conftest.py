@@ -1,0 +1,151 @@
+"""Shared fixtures: the real packaged model, real speech, real formats made by ffmpeg, a real server over HTTP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.config import Settings, load_settings
+from service.transcription.engine import Transcriber
+from service.transcription.models import resolve_model
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SPEECH = FIXTURES / "speech"
+REPO = Path(__file__).resolve().parent.parent
+
+# Small limits for the test server, so "2x the size limit" and "too long" inputs stay cheap to build.
+TEST_LIMITS = {"SCRIBE_AUDIO__MAX_UPLOAD_BYTES": str(8 * 1024 * 1024), "SCRIBE_AUDIO__MAX_DURATION_S": "120"}
+
+
+@dataclass(frozen=True)
+class Dictation:
+    name: str
+    audio: bytes  # Ogg/Opus as committed
+    reference: str
+
+    @property
+    def path(self) -> Path:
+        return SPEECH / f"{self.name}.ogg"
+
+
+def _dictations() -> list[Dictation]:
+    return [Dictation(p.stem, p.with_suffix(".ogg").read_bytes(), p.read_text().strip())
+            for p in sorted(SPEECH.glob("*.txt"))]
+
+
+@pytest.fixture(scope="session")
+def dictations() -> list[Dictation]:
+    found = _dictations()
+    assert len(found) >= 5, "speech fixtures missing"
+    return found
+
+
+@pytest.fixture(scope="session")
+def dictation(dictations: list[Dictation]) -> Dictation:
+    return next(d for d in dictations if d.name == "dictation_chest_pain")
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def transcriber(settings: Settings) -> Transcriber:
+    return Transcriber(resolve_model("tiny.en", settings.transcription.model_cache_dir), settings.transcription)
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *args], check=True)
+
+
+# Every format the service accepts, derived from the committed Ogg/Opus by ffmpeg (as a browser or a recorder
+# would produce it).
+FORMATS = {
+    "wav": ["-ar", "16000", "-c:a", "pcm_s16le"],
+    "mp3": ["-c:a", "libmp3lame", "-b:a", "64k"],
+    "m4a": ["-c:a", "aac", "-b:a", "64k"],
+    "aac": ["-c:a", "aac", "-b:a", "64k", "-f", "adts"],
+    "flac": ["-c:a", "flac"],
+    "ogg": ["-c:a", "libvorbis"],
+    "opus.ogg": ["-c:a", "libopus", "-b:a", "24k"],
+    "webm": ["-c:a", "libopus", "-b:a", "32k"],
+}
+
+
+@pytest.fixture(scope="session")
+def encoded(tmp_path_factory: pytest.TempPathFactory, dictation: Dictation) -> dict[str, bytes]:
+    out_dir = tmp_path_factory.mktemp("formats")
+    result = {}
+    for ext, codec in FORMATS.items():
+        target = out_dir / f"speech.{ext}"
+        ffmpeg("-i", str(dictation.path), *codec, str(target))
+        result[ext] = target.read_bytes()
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RunningServer:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(log_path: Path, **env: str) -> RunningServer:
+    port = free_port()
+    environment = {**os.environ, **env, "SCRIBE_SERVER__PORT": str(port)}
+    log_file = log_path.open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "service", "serve"], cwd=REPO, env=environment,
+                               stdout=log_file, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return RunningServer(url, process, log_path)
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"server not ready in 60 s:\n{log_path.read_text()}")
+
+
+def stop_server(server: RunningServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> RunningServer:
+    running = start_server(tmp_path_factory.mktemp("server") / "server.log", **TEST_LIMITS)
+    yield running
+    stop_server(running)
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"{name} is required for the tests (installed by .ci/run / make test)"
+    return path

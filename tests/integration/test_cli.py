@@ -1,0 +1,37 @@
+import subprocess
+import sys
+
+from tests.conftest import REPO, SPEECH
+from tests.support.wer import wer
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "service", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_transcribe_prints_the_transcript_and_reports_progress(dictation):
+    result = run_cli("transcribe", str(dictation.path))
+    assert result.returncode == 0, result.stderr
+    assert wer(dictation.reference, result.stdout) < 0.2
+    assert "39.9/39.9 s audio" in result.stderr  # the progress bar counts audio seconds
+
+
+def test_transcribe_srt(dictation):
+    result = run_cli("transcribe", str(dictation.path), "--format", "srt")
+    assert result.returncode == 0 and result.stdout.startswith("1\n00:00:00,000 --> ")
+
+
+def test_transcribe_bad_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "note.wav"
+    bad.write_text("not audio")
+    result = run_cli("transcribe", str(bad))
+    assert result.returncode == 1
+    assert "Unsupported audio: the data is not a recognised audio format" in result.stderr
+    missing = run_cli("transcribe", str(tmp_path / "missing.wav"))
+    assert missing.returncode == 1 and "cannot read" in missing.stderr
+
+
+def test_transcribe_with_another_model_and_language():
+    result = run_cli("transcribe", str(SPEECH / "dictation_knee_pain.ogg"), "--model", "tiny.en", "--language", "fr")
+    assert result.returncode == 1 and "English-only" in result.stderr
