@@ -84,27 +84,6 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start_service(model: str) -> tuple[subprocess.Popen[bytes], str]:
-    from tests.conftest import free_port
-
-    import httpx
-
-    port = free_port()
-    env = {**os.environ, "SCRIBE_TRANSCRIPTION__MODEL": model, "SCRIBE_SERVER__PORT": str(port),
-           "SCRIBE_LOGGING__LEVEL": "WARNING"}
-    process = subprocess.Popen([sys.executable, "-m", "service", "serve"], cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit("service did not become ready")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="tiny.en")
@@ -118,6 +97,7 @@ def main() -> None:
 
     from service.audio import decode
     from service.config import AudioLimits
+    from tests.conftest import start_server, stop_server
 
     audio_s = sum(decode(p.read_bytes(), AudioLimits()).duration_s for p in audio_files())
     print(f"model {args.model}; {len(audio_files())} files, {audio_s:.1f} s of speech; {os.cpu_count()} cores; "
@@ -125,7 +105,9 @@ def main() -> None:
     results = []
     for concurrency in args.concurrency:
         raw_walls, raw_rss, service_walls = [], [], []
-        process, url = start_service(args.model)
+        server = start_server(Path("/dev/null"), SCRIBE_TRANSCRIPTION__MODEL=args.model,
+                              SCRIBE_LOGGING__LEVEL="WARNING")
+        url = server.url
         try:
             run_service(url, concurrency)  # first pass touches every code path once
             for _ in range(args.rounds):
@@ -135,10 +117,9 @@ def main() -> None:
                 raw_walls.append(raw["wall_s"])
                 raw_rss.append(raw["peak_rss_mb"])
                 service_walls.append(run_service(url, concurrency))
-            service_rss = peak_rss_mb(process.pid)
+            service_rss = peak_rss_mb(server.process.pid)
         finally:
-            process.terminate()
-            process.wait()
+            stop_server(server)
         raw_wall, service_wall = statistics.median(raw_walls), statistics.median(service_walls)
         results.append({
             "concurrency": concurrency, "raw_wall_s": round(raw_wall, 2), "service_wall_s": round(service_wall, 2),
