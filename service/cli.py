@@ -28,10 +28,16 @@ def main(argv: list[str] | None = None) -> int:
     transcribe.add_argument("--model", help="tiny.en, base or a CTranslate2 Whisper directory")
     transcribe.add_argument("--language", help="ISO 639-1 code (default: transcription.language setting)")
 
+    sections = commands.add_parser("sections", help="structure a transcript text file into note sections")
+    sections.add_argument("file", type=Path)
+    sections.add_argument("--format", choices=["text", "json", "xhtml"], default="text")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "sections":
+            return _sections(args)
         return _transcribe(args)
     except ConfigError as exc:
         print(f"fhir-scribe: {exc}", file=sys.stderr)
@@ -89,6 +95,25 @@ def _transcribe(args: argparse.Namespace) -> int:
     sys.stdout.write(render(transcript, args.format, words=options.word_timestamps))
     if not args.format.endswith("text"):
         sys.stdout.write("\n")
+    return 0
+
+
+def _sections(args: argparse.Namespace) -> int:
+    from service.sections.pipeline import Sectioner
+
+    settings = load_settings()
+    try:
+        text = args.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"fhir-scribe: cannot read {args.file} as UTF-8 text: {exc}", file=sys.stderr)
+        return 1
+    note = Sectioner.from_file(settings.sections.rules_file).structure(text)
+    if args.format == "json":
+        sys.stdout.write(note.model_dump_json(indent=2) + "\n")
+    elif args.format == "xhtml":
+        sys.stdout.write(note.render_xhtml() + "\n")
+    else:
+        sys.stdout.write(note.render_text())
     return 0
 
 

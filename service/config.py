@@ -69,6 +69,17 @@ class TranscriptionSettings(_Section):
         return value.expanduser()
 
 
+class SectionsSettings(_Section):
+    # Headings, LOINC codes, dictation commands, ConText rules. A relative path is relative to config/.
+    rules_file: Path = Field(Path("sections.yaml"), validate_default=True)
+    max_chars: int = Field(200_000, gt=0)  # longest transcript accepted by /v1/sections (~4 h of dictation)
+
+    @field_validator("rules_file")
+    @classmethod
+    def _relative_to_config(cls, value: Path) -> Path:
+        return value if value.is_absolute() else CONFIG_DIR / value.expanduser()
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -83,6 +94,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     audio: AudioLimits = AudioLimits()
     transcription: TranscriptionSettings = TranscriptionSettings()
+    sections: SectionsSettings = SectionsSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod

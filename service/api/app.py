@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from service import __doc__ as service_doc
-from service.api import health, transcriptions
+from service.api import health, sections, transcriptions
 from service.api.middleware import RequestContextMiddleware
 from service.api.problems import install_problem_handlers
 from service.config import Settings
 from service.logs import event
+from service.sections.pipeline import Sectioner
 from service.transcription.engine import Transcriber
 from service.transcription.models import resolve_model
 from service.transcription.pool import TranscriptionPool
@@ -33,15 +35,20 @@ def load_transcriber(settings: Settings) -> Transcriber:
     return transcriber
 
 
-def create_app(settings: Settings, transcriber: Transcriber | None = None) -> FastAPI:
-    """``transcriber`` may be passed in (tests share one); otherwise it is loaded at start-up."""
+def create_app(settings: Settings, transcriber: Transcriber | None = None,
+               sectioner: Sectioner | None = None) -> FastAPI:
+    """Stages may be passed in (tests share them); otherwise they are built at start-up."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.sectioner = sectioner or Sectioner.from_file(settings.sections.rules_file)
+        # One thread: sectioning takes milliseconds, and one thread keeps spaCy objects unshared.
+        app.state.sections_executor = ThreadPoolExecutor(1, thread_name_prefix="sections")
         app.state.pool = TranscriptionPool(transcriber or load_transcriber(settings))
         yield
         app.state.pool.shutdown()
         app.state.pool = None
+        app.state.sections_executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="fhir-scribe", version="0.1.0", description=service_doc, lifespan=lifespan)
     app.state.settings = settings
@@ -50,4 +57,5 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None) -> Fa
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(transcriptions.router)
+    app.include_router(sections.router)
     return app

@@ -1,0 +1,42 @@
+"""``POST /v1/sections``: transcript text in, structured note out. Thin: validate, structure off the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from service.api.deps import get_settings
+from service.config import Settings
+from service.errors import Unprocessable
+from service.logs import event
+from service.sections.note import StructuredNote
+
+router = APIRouter(tags=["sections"])
+log = logging.getLogger(__name__)
+
+
+class SectionsRequest(BaseModel):
+    text: str = Field(description="a transcript, e.g. the text of /v1/audio/transcriptions")
+
+
+class SectionsResponse(StructuredNote):
+    rendered_text: str = Field(description="plain-text note with headings")
+    rendered_xhtml: str = Field(description="escaped XHTML, usable as a FHIR narrative")
+
+
+@router.post("/v1/sections", response_model=SectionsResponse, summary="Structure a transcript into LOINC-coded sections")
+async def create_sections(body: SectionsRequest, request: Request,
+                          settings: Settings = Depends(get_settings)) -> SectionsResponse:
+    if len(body.text) > settings.sections.max_chars:
+        raise Unprocessable(f"the text has {len(body.text)} characters; the limit is {settings.sections.max_chars}")
+    started = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    state = request.app.state
+    note: StructuredNote = await loop.run_in_executor(state.sections_executor, state.sectioner.structure, body.text)
+    event(log, "sections.done", chars=len(body.text), sections=len(note.sections), findings=len(note.findings),
+          commands=len(note.dictation_commands), ms=round((time.perf_counter() - started) * 1000, 1))
+    return SectionsResponse(**note.model_dump(), rendered_text=note.render_text(), rendered_xhtml=note.render_xhtml())
