@@ -24,7 +24,8 @@ def heading_pattern(section: SectionDef, rules: SectionRules) -> str:
     guards_before = "".join(f"(?<!\\b{re.escape(w)} )" for w in not_after)
     guard_after = f"(?!\\s+(?:{'|'.join(re.escape(w) for w in not_before)})\\b)" if not_before else ""
     phrases = "|".join(f"(?:{h})" for h in section.headings)
-    return f"(?<![\\w'&/-]){guards_before}(?:{phrases})(?![\\w'&/-])(?:{_CLOSER}|{guard_after})"
+    # The lookahead first: the guards are only evaluated where a heading's words actually start.
+    return f"(?<![\\w'&/-])(?=(?:{phrases}))(?:{guards_before})(?:{phrases})(?![\\w'&/-])(?:{_CLOSER}|{guard_after})"
 
 
 def any_heading_at_end(rules: SectionRules) -> re.Pattern[str]:

@@ -21,6 +21,8 @@ from service.sections.headings import heading_pattern
 from service.sections.note import Finding, Section, StructuredNote
 from service.sections.rules import SectionRules, load_rules
 
+# medspaCy's English ConText rules, as shipped in its wheel.
+DEFAULT_CONTEXT_RULES = Path(medspacy.__file__).resolve().parent.parent / "resources" / "en" / "context_rules.json"
 _FLAG_ATTRS = {"negated": "is_negated", "historical": "is_historical", "family": "is_family",
                "hypothetical": "is_hypothetical", "uncertain": "is_uncertain"}
 _TITLE_PUNCT = " \t\n:.,;-"
@@ -38,10 +40,13 @@ class Sectioner:
             "rules": None, "apply_sentence_boundary": True, "span_attrs": None})
         sectionizer.add([SectionRule(category, category, pattern=heading_pattern(section, rules))
                          for category, section in rules.sections.items()])
-        context = nlp.add_pipe("medspacy_context", config={
-            "rules": "default" if rules.context.use_default_rules else None})
-        context.add([ConTextRule(r.literal, r.category, pattern=r.pattern, direction=r.direction)
-                     for r in rules.context.rules])
+        context_rules = _default_context_rules(rules) + [
+            ConTextRule(r.literal, r.category, pattern=r.pattern, direction=r.direction) for r in rules.context.rules]
+        # Set per rule: medspaCy 1.3.1's own `terminating_types` keeps one-shot iterators, so only the first rule
+        # of each category would get them.
+        for rule in context_rules:
+            rule.terminated_by.update(t.upper() for t in rules.context.terminating_types.get(rule.category.upper(), []))
+        nlp.add_pipe("medspacy_context", config={"rules": None}).add(context_rules)
         self._nlp = nlp
 
     @classmethod
@@ -88,6 +93,13 @@ class Sectioner:
             findings.append(Finding(text=ent.text, label=ent.label_, start=ent.start_char, end=ent.end_char,
                                     section=category, **flags))
         return findings
+
+
+def _default_context_rules(rules: SectionRules) -> list[ConTextRule]:
+    if not rules.context.use_default_rules:
+        return []
+    dropped = set(rules.context.drop_default_rules)
+    return [r for r in ConTextRule.from_json(str(DEFAULT_CONTEXT_RULES)) if r.literal not in dropped]
 
 
 def _char(doc: Doc, token_index: int) -> int:

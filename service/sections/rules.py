@@ -65,7 +65,9 @@ Flag = Literal["negated", "historical", "family", "hypothetical", "uncertain"]
 
 class ContextDef(_Strict):
     use_default_rules: bool = True
+    drop_default_rules: list[str] = []  # literals of medspaCy default rules that misfire on speech
     rules: list[ContextRuleDef] = []
+    terminating_types: dict[str, list[str]] = {}  # category -> categories that end its scope
     section_flags: dict[str, list[Flag]] = {}
 
 

@@ -35,3 +35,13 @@ def test_transcribe_bad_file_is_a_clear_error(tmp_path):
 def test_transcribe_with_another_model_and_language():
     result = run_cli("transcribe", str(SPEECH / "dictation_knee_pain.ogg"), "--model", "tiny.en", "--language", "fr")
     assert result.returncode == 1 and "English-only" in result.stderr
+
+
+def test_sections_command(tmp_path):
+    note = tmp_path / "note.txt"
+    note.write_text("chief complaint cough period plan colon rest and fluids period")
+    result = run_cli("sections", str(note))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Chief complaint\ncough.\n\nPlan\nrest and fluids.\n"
+    as_json = run_cli("sections", str(note), "--format", "json")
+    assert '"code": "18776-5"' in as_json.stdout
