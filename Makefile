@@ -1,5 +1,5 @@
 # The two commands a newcomer needs (see README.md):
-#   make serve   - install into .venv and run the service on the packaged default model
+#   make serve   - install into .venv and run the demo: a seeded local FHIR server + the service wired to it
 #   make test    - install into .venv (plus the Debian tools the tests use) and run the whole test suite
 # .ci/run calls `make test`.
 
@@ -15,10 +15,17 @@ TEST_APT := ffmpeg strace
 .PHONY: serve test install system-deps bench
 
 serve: install
-	$(VENV)/bin/fhir-scribe serve
+	$(VENV)/bin/fhir-scribe demo
 
-test: install system-deps
+NODE_STAMP := tests/fhir_validator/node_modules/.installed
+
+test: install system-deps $(NODE_STAMP)
 	$(PY) -m pytest
+
+# FHIR.js (the official R4 definitions) validates every resource the service emits, independently of our code.
+$(NODE_STAMP): tests/fhir_validator/package-lock.json
+	npm ci --prefix tests/fhir_validator --no-audit --no-fund --loglevel=error
+	touch $@
 
 bench: install system-deps
 	$(PY) bench/transcription.py
@@ -28,7 +35,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,demo]"
 	$(PY) -m pip check
 	rm -f $(VENV)/.installed-* && touch $@
 

@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from service.config import ConfigError, Settings, load_settings
 from service.errors import ScribeError
 from service.transcription.render import MEDIA_TYPES
@@ -32,12 +34,33 @@ def main(argv: list[str] | None = None) -> int:
     sections.add_argument("file", type=Path)
     sections.add_argument("--format", choices=["text", "json", "xhtml"], default="text")
 
+    dictate = commands.add_parser("dictate", help="transcribe an audio file and write the note to a FHIR server")
+    dictate.add_argument("file", type=Path)
+    dictate.add_argument("--patient", required=True, help="Patient id on the FHIR server")
+    dictate.add_argument("--encounter", help="Encounter id (must belong to the patient)")
+    dictate.add_argument("--author", required=True, help="Practitioner/<id> or PractitionerRole/<id>")
+    dictate.add_argument("--note-type", help="LOINC note type (default: fhir.default_note_type)")
+    dictate.add_argument("--fhir-base", help="FHIR base URL (default: fhir.base_url setting)")
+    dictate.add_argument("--token", help="bearer token for the FHIR server (default: fhir.bearer_token setting)")
+    dictate.add_argument("--idempotency-key", help="8-128 characters; the same key never writes a second note")
+    dictate.add_argument("--model", help="tiny.en, base or a CTranslate2 Whisper directory")
+
+    demo = commands.add_parser("demo", help="run a seeded local FHIR server and the service wired to it")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--fhir-port", type=int, default=8081)
+
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
             return _serve(args)
         if args.command == "sections":
             return _sections(args)
+        if args.command == "dictate":
+            return _dictate(args)
+        if args.command == "demo":
+            from service.demo import run
+
+            return run(port=args.port, fhir_port=args.fhir_port)
         return _transcribe(args)
     except ConfigError as exc:
         print(f"fhir-scribe: {exc}", file=sys.stderr)
@@ -45,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     except ScribeError as exc:
         print(f"fhir-scribe: {exc.title}: {exc.detail}", file=sys.stderr)
         return 1
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        print(f"fhir-scribe: invalid argument: {problems}", file=sys.stderr)
+        return 2
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -115,6 +142,74 @@ def _sections(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(note.render_text())
     return 0
+
+
+def _dictate(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+    import uuid
+
+    from tqdm import tqdm
+
+    from service.api.app import load_transcriber
+    from service.dictation import DictationService
+    from service.documents.draft import DictationContext
+    from service.fhir.client import FhirClient
+    from service.fhir.writer import NoteWriter
+    from service.logs import configure_logging
+    from service.sections.pipeline import Sectioner
+    from service.sections.worker import SectionsWorker
+    from service.transcription.pool import TranscriptionPool
+
+    settings = load_settings()
+    if args.model:
+        settings = _with(settings, model=args.model)
+    fhir_updates = {k: v for k, v in (("base_url", args.fhir_base), ("bearer_token", args.token)) if v}
+    settings = settings.model_copy(update={"fhir": settings.fhir.model_copy(update=fhir_updates)})
+    configure_logging("WARNING")
+    try:
+        data = args.file.read_bytes()
+    except OSError as exc:
+        print(f"fhir-scribe: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 1
+    ctx = DictationContext(patient=args.patient, encounter=args.encounter, author=args.author,
+                           note_type=args.note_type or settings.fhir.default_note_type)
+    request = uuid.uuid4().hex
+
+    async def run() -> int:
+        fhir = FhirClient(settings.fhir)
+        sections = SectionsWorker(Sectioner.from_file(settings.sections.rules_file))
+        pool = TranscriptionPool(load_transcriber(settings))
+        service = DictationService(settings, pool, sections, NoteWriter(fhir))
+        bar = tqdm(total=1.0, unit="s", file=sys.stderr, desc="transcribing",
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s audio")
+
+        def progress(done: float, total: float) -> None:
+            bar.total = round(total, 1)
+            bar.update(round(done - bar.n, 1))
+
+        try:
+            draft = await service.draft(data, ctx, doc_status="preliminary", idempotency_key=args.idempotency_key,
+                                        request_id=request, on_progress=progress)
+            bar.update(bar.total - bar.n)
+            bar.close()
+            result = await service.commit(draft, request_id=request, from_client=False)
+        except ScribeError as failure:
+            bar.close()
+            print(f"fhir-scribe: {failure.title}: {failure.detail}", file=sys.stderr)
+            if "draft" in failure.extras:  # nothing lost: the draft, to commit later (POST /v1/dictations/commit)
+                print(json.dumps(failure.extras["draft"].model_dump(mode="json"), indent=2))
+            return 1
+        finally:
+            pool.shutdown()
+            sections.shutdown()
+            await fhir.aclose()
+        print(("created " if result.created else "already there ") + result.document_reference_url)
+        print(f"audit   {result.fhir_base_url}/AuditEvent/{result.audit_event_id}" if result.audit_event_id else
+              "audit   (written with the first attempt)")
+        return 0
+
+    return asyncio.run(run())
 
 
 def _with(settings: Settings, **transcription: object) -> Settings:

@@ -80,6 +80,35 @@ class SectionsSettings(_Section):
         return value if value.is_absolute() else CONFIG_DIR / value.expanduser()
 
 
+class FhirSettings(_Section):
+    """The organization's FHIR server: the only place a note persists."""
+
+    base_url: str = "http://127.0.0.1:8081/fhir"
+    bearer_token: str | None = None  # static token for sandboxes; SMART tokens replace it (auth issue)
+    timeout_s: float = Field(15.0, gt=0)
+    retries: int = Field(3, ge=0, le=10)  # for requests safe to repeat (reads, conditional creates)
+    backoff_s: float = Field(0.5, ge=0)  # first retry delay; doubles, with jitter
+    identifier_system: str = "urn:fhir-scribe:dictation"  # DocumentReference.identifier.system (idempotency key)
+    profile_base: str = "https://fhir-scribe.org/fhir/StructureDefinition"  # canonical base of fhir_profiles/
+    custodian: str | None = None  # e.g. Organization/123: who keeps the note
+    device_name: str = "fhir-scribe"  # this service in AuditEvent.source.observer / agent
+    default_note_type: str = "11506-3"
+    # US Core clinical-note types clinicians dictate (LOINC code -> display).
+    note_types: dict[str, str] = {
+        "11506-3": "Progress note",
+        "11488-4": "Consult note",
+        "34117-2": "History and physical note",
+        "18842-5": "Discharge summary",
+        "28570-0": "Procedure note",
+    }
+
+    @model_validator(mode="after")
+    def _default_type_listed(self) -> "FhirSettings":
+        if self.default_note_type not in self.note_types:
+            raise ValueError("default_note_type must be one of note_types")
+        return self
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -95,6 +124,7 @@ class Settings(BaseSettings):
     audio: AudioLimits = AudioLimits()
     transcription: TranscriptionSettings = TranscriptionSettings()
     sections: SectionsSettings = SectionsSettings()
+    fhir: FhirSettings = FhirSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod

@@ -19,6 +19,8 @@ class ScribeError(Exception):
         super().__init__(detail)
         self.detail = detail
         self.headers = headers or {}
+        # Extension members of the problem document (RFC 9457 s3.2), e.g. the draft to retry with.
+        self.extras: dict[str, object] = {}
 
     @property
     def type_uri(self) -> str:

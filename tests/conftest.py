@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from service.config import Settings, load_settings
+from service.demo import seed, start_fhir_server
 from service.transcription.engine import Transcriber
 from service.transcription.models import resolve_model
 
@@ -138,9 +139,48 @@ def stop_server(server: RunningServer) -> None:
         server.process.kill()
 
 
+@dataclass
+class FhirServer:
+    base: str
+    port: int
+    process: subprocess.Popen[bytes]
+    work_dir: Path
+
+    def restart(self) -> None:
+        """Stop and start again on the same port (in memory: re-seeded)."""
+        self.stop()
+        self.process = start_fhir_server(self.port, self.work_dir)
+        seed(self.base)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+    def search(self, resource_type: str, **params: str) -> list[dict]:
+        bundle = httpx.get(f"{self.base}/{resource_type}", params=params, timeout=10).json()
+        return [e["resource"] for e in bundle.get("entry", [])]
+
+
+def start_fhir(tmp_path_factory: pytest.TempPathFactory, name: str) -> FhirServer:
+    port = free_port()
+    work_dir = tmp_path_factory.mktemp(name)
+    fhir = FhirServer(f"http://127.0.0.1:{port}/fhir", port, start_fhir_server(port, work_dir), work_dir)
+    seed(fhir.base)
+    return fhir
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> RunningServer:
-    running = start_server(tmp_path_factory.mktemp("server") / "server.log", **TEST_LIMITS)
+def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> FhirServer:
+    """sekmet-fhir (pinned, PyPI) on 127.0.0.1, in memory, strict validation, seeded with the demo resources."""
+    fhir = start_fhir(tmp_path_factory, "fhir")
+    yield fhir
+    fhir.stop()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, fhir_server: FhirServer) -> RunningServer:
+    running = start_server(tmp_path_factory.mktemp("server") / "server.log", **TEST_LIMITS,
+                           SCRIBE_FHIR__BASE_URL=fhir_server.base)
     yield running
     stop_server(running)
 

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from service import __doc__ as service_doc
-from service.api import health, sections, transcriptions
+from service.api import dictations, health, sections, transcriptions
 from service.api.middleware import RequestContextMiddleware
 from service.api.problems import install_problem_handlers
 from service.config import Settings
 from service.logs import event
+from service.dictation import DictationService
+from service.fhir.client import FhirClient
+from service.fhir.writer import NoteWriter
 from service.sections.pipeline import Sectioner
+from service.sections.worker import SectionsWorker
 from service.transcription.engine import Transcriber
 from service.transcription.models import resolve_model
 from service.transcription.pool import TranscriptionPool
@@ -41,14 +44,16 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.sectioner = sectioner or Sectioner.from_file(settings.sections.rules_file)
-        # One thread: sectioning takes milliseconds, and one thread keeps spaCy objects unshared.
-        app.state.sections_executor = ThreadPoolExecutor(1, thread_name_prefix="sections")
-        app.state.pool = TranscriptionPool(transcriber or load_transcriber(settings))
+        app.state.sections = SectionsWorker(sectioner or Sectioner.from_file(settings.sections.rules_file))
+        pool = TranscriptionPool(transcriber or load_transcriber(settings))
+        fhir = FhirClient(settings.fhir)
+        app.state.dictations = DictationService(settings, pool, app.state.sections, NoteWriter(fhir))
+        app.state.pool = pool
         yield
-        app.state.pool.shutdown()
-        app.state.pool = None
-        app.state.sections_executor.shutdown(wait=False, cancel_futures=True)
+        app.state.pool = app.state.dictations = None
+        pool.shutdown()
+        app.state.sections.shutdown()
+        await fhir.aclose()
 
     app = FastAPI(title="fhir-scribe", version="0.1.0", description=service_doc, lifespan=lifespan)
     app.state.settings = settings
@@ -58,4 +63,5 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None,
     app.include_router(health.router)
     app.include_router(transcriptions.router)
     app.include_router(sections.router)
+    app.include_router(dictations.router)
     return app

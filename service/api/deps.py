@@ -6,6 +6,7 @@ from fastapi import Request
 
 from service.config import Settings
 from service.errors import ScribeError
+from service.dictation import DictationService
 from service.transcription.pool import TranscriptionPool
 
 
@@ -22,3 +23,10 @@ def get_pool(request: Request) -> TranscriptionPool:
     if pool is None:
         raise NotReady("the transcription model is not loaded yet")
     return pool
+
+
+def get_dictations(request: Request) -> "DictationService":
+    service = getattr(request.app.state, "dictations", None)
+    if service is None:
+        raise NotReady("the dictation service is not ready yet")
+    return service

@@ -10,6 +10,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from fastapi.encoders import jsonable_encoder
 from starlette.responses import JSONResponse
 
 from service.errors import PROBLEM_BASE, ScribeError
@@ -22,7 +23,7 @@ PROBLEM_JSON = "application/problem+json"
 def problem(status: int, slug: str, title: str, detail: str, headers: dict[str, str] | None = None,
             **extra: object) -> JSONResponse:
     body = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail,
-            "request_id": request_id.get(), **extra}
+            "request_id": request_id.get(), **jsonable_encoder(extra)}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -30,7 +31,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(ScribeError)
     async def _scribe(_: Request, exc: ScribeError) -> JSONResponse:
         event(log, "request.problem", status=exc.status, problem=exc.slug)
-        return problem(exc.status, exc.slug, exc.title, exc.detail, exc.headers)
+        return problem(exc.status, exc.slug, exc.title, exc.detail, exc.headers, **exc.extras)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

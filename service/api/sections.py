@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -34,9 +33,7 @@ async def create_sections(body: SectionsRequest, request: Request,
     if len(body.text) > settings.sections.max_chars:
         raise Unprocessable(f"the text has {len(body.text)} characters; the limit is {settings.sections.max_chars}")
     started = time.perf_counter()
-    loop = asyncio.get_running_loop()
-    state = request.app.state
-    note: StructuredNote = await loop.run_in_executor(state.sections_executor, state.sectioner.structure, body.text)
+    note = await request.app.state.sections.structure(body.text)
     event(log, "sections.done", chars=len(body.text), sections=len(note.sections), findings=len(note.findings),
           commands=len(note.dictation_commands), ms=round((time.perf_counter() - started) * 1000, 1))
     return SectionsResponse(**note.model_dump(), rendered_text=note.render_text(), rendered_xhtml=note.render_xhtml())

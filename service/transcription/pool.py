@@ -12,7 +12,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -52,11 +52,13 @@ class TranscriptionPool:
         finally:
             self._admitted -= 1
 
-    async def transcribe(self, audio: Audio, options: TranscribeOptions) -> Transcript:
+    async def transcribe(self, audio: Audio, options: TranscribeOptions,
+                         on_segment: Callable[[Segment], None] | None = None) -> Transcript:
+        """``on_segment`` is called on the worker thread as each segment is decoded (e.g. a progress bar)."""
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         transcript = await loop.run_in_executor(
-            self._executor, functools.partial(self.transcriber.transcribe, audio, options))
+            self._executor, functools.partial(self.transcriber.transcribe, audio, options, on_segment=on_segment))
         self._log_done(audio, transcript, started)
         return transcript
 

@@ -45,3 +45,31 @@ def test_sections_command(tmp_path):
     assert result.stdout == "Chief complaint\ncough.\n\nPlan\nrest and fluids.\n"
     as_json = run_cli("sections", str(note), "--format", "json")
     assert '"code": "18776-5"' in as_json.stdout
+
+
+def test_dictate_writes_to_the_fhir_server_and_prints_urls(fhir_server, dictation):
+    from service.demo import DEMO_ENCOUNTER, DEMO_PATIENT, DEMO_PRACTITIONER
+
+    args = ["dictate", str(dictation.path), "--patient", DEMO_PATIENT, "--encounter", DEMO_ENCOUNTER,
+            "--author", f"Practitioner/{DEMO_PRACTITIONER}", "--fhir-base", fhir_server.base,
+            "--idempotency-key", "cli-test-0001", "--note-type", "28570-0"]
+    first, second = run_cli(*args), run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith(f"created {fhir_server.base}/DocumentReference/")
+    assert f"audit   {fhir_server.base}/AuditEvent/" in first.stdout
+    assert "39.9/39.9 s audio" in first.stderr
+    assert second.returncode == 0 and second.stdout.startswith("already there ")
+    assert first.stdout.split()[1] == second.stdout.split()[2]
+
+
+def test_dictate_against_an_unreachable_server_prints_the_draft(dictation):
+    import json
+
+    from tests.conftest import free_port
+
+    result = run_cli("dictate", str(dictation.path), "--patient", "p1", "--author", "Practitioner/x",
+                     "--fhir-base", f"http://127.0.0.1:{free_port()}/fhir")
+    assert result.returncode == 1
+    assert "FHIR server unavailable: cannot reach the FHIR server" in result.stderr
+    draft = json.loads(result.stdout)
+    assert draft["context"]["patient"] == "p1" and "chest pain" in draft["text"].lower()

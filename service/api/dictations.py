@@ -1,0 +1,93 @@
+"""Dictation endpoints: audio + context in, a note in the EHR out (or a draft to review first). Thin."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+from fastapi import APIRouter, Depends, Header, Request
+from pydantic import ValidationError
+from starlette.responses import JSONResponse
+
+from service.api.deps import get_dictations, get_pool, get_settings
+from service.api.multipart import read_form
+from service.config import Settings
+from service.dictation import DictationService
+from service.documents.draft import DictationContext, Draft
+from service.errors import Unprocessable
+from service.fhir.writer import WriteResult
+from service.logs import request_id
+from service.transcription.pool import TranscriptionPool
+
+router = APIRouter(tags=["dictations"])
+
+_FORM = {
+    "required": True,
+    "content": {"multipart/form-data": {"schema": {
+        "type": "object",
+        "required": ["file", "patient", "author"],
+        "properties": {
+            "file": {"type": "string", "format": "binary", "description": "the dictation audio"},
+            "patient": {"type": "string", "description": "Patient id on the FHIR server"},
+            "encounter": {"type": "string", "description": "Encounter id (must belong to the patient)"},
+            "author": {"type": "string", "description": "Practitioner/<id> or PractitionerRole/<id>"},
+            "note_type": {"type": "string", "description": "LOINC note type, default 11506-3 (progress note)"},
+        },
+    }}},
+}
+_IDEMPOTENCY = Header(None, alias="Idempotency-Key",
+                      description="8-128 characters; the same key never writes a second note")
+
+
+async def _read_dictation(request: Request, pool: TranscriptionPool, settings: Settings) -> tuple[bytes, DictationContext]:
+    form = await read_form(request, max_file_bytes=settings.audio.max_upload_bytes)
+    if "file" not in form.files:
+        raise Unprocessable("the form has no 'file' part with the audio")
+    try:
+        ctx = DictationContext(patient=form.value("patient") or "", encounter=form.value("encounter") or None,
+                               author=form.value("author") or "",
+                               note_type=form.value("note_type") or settings.fhir.default_note_type)
+    except ValidationError as exc:
+        raise Unprocessable("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
+    return form.files.pop("file"), ctx
+
+
+def _written(result: WriteResult, draft: Draft) -> JSONResponse:
+    body = {**result.model_dump(), "draft": draft.model_dump(mode="json")}
+    return JSONResponse(body, status_code=201 if result.created else 200,
+                        headers={"Location": result.document_reference_url, "Cache-Control": "no-store"})
+
+
+@router.post("/v1/dictations", openapi_extra={"requestBody": _FORM}, status_code=201,
+             summary="Dictate a note: transcribe, structure and write it to the EHR (docStatus preliminary)")
+async def create_dictation(request: Request, idempotency_key: str | None = _IDEMPOTENCY,
+                           pool: TranscriptionPool = Depends(get_pool), settings: Settings = Depends(get_settings),
+                           dictations: DictationService = Depends(get_dictations)) -> JSONResponse:
+    with ExitStack() as held:
+        held.enter_context(pool.admission())
+        audio, ctx = await _read_dictation(request, pool, settings)
+        rid = request_id.get() or ""
+        draft = await dictations.draft(audio, ctx, doc_status="preliminary", idempotency_key=idempotency_key,
+                                       request_id=rid)
+    result = await dictations.commit(draft, request_id=rid, from_client=False)
+    return _written(result, draft)
+
+
+@router.post("/v1/dictations/draft", openapi_extra={"requestBody": _FORM}, response_model=Draft,
+             summary="Transcribe and structure for review; nothing is written")
+async def draft_dictation(request: Request, idempotency_key: str | None = _IDEMPOTENCY,
+                          pool: TranscriptionPool = Depends(get_pool), settings: Settings = Depends(get_settings),
+                          dictations: DictationService = Depends(get_dictations)) -> JSONResponse:
+    with ExitStack() as held:
+        held.enter_context(pool.admission())
+        audio, ctx = await _read_dictation(request, pool, settings)
+        draft = await dictations.draft(audio, ctx, doc_status="final", idempotency_key=idempotency_key,
+                                       request_id=request_id.get() or "")
+    return JSONResponse(draft.model_dump(mode="json"), headers={"Cache-Control": "no-store"})
+
+
+@router.post("/v1/dictations/commit", status_code=201,
+             summary="Write a reviewed (possibly edited) draft to the EHR (docStatus final)")
+async def commit_dictation(draft: Draft, dictations: DictationService = Depends(get_dictations)) -> JSONResponse:
+    final = draft.model_copy(update={"doc_status": "final"})
+    result = await dictations.commit(final, request_id=request_id.get() or "")
+    return _written(result, final)

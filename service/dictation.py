@@ -1,0 +1,87 @@
+"""The dictation use case: audio + context -> draft -> note in the EHR. Strings the stages together in one
+direction (audio -> transcription -> sections -> documents -> fhir) and owns the "nothing lost" rule: whenever
+the EHR write fails, the error carries the whole draft so the caller can commit it later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from service.audio import decode
+from service.config import Settings
+from service.documents.draft import AudioInfo, DictationContext, Draft, dictation_identifier
+from service.documents.resources import write_plan
+from service.errors import BadRequest, ScribeError, Unprocessable
+from service.fhir.writer import NoteWriter, WriteResult
+from service.sections.worker import SectionsWorker
+from service.transcription.pool import TranscriptionPool
+from service.transcription.transcript import Segment
+
+
+class DictationService:
+    def __init__(self, settings: Settings, pool: TranscriptionPool, sections: SectionsWorker,
+                 writer: NoteWriter) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.sections = sections
+        self.writer = writer
+
+    def check_note_type(self, note_type: str) -> None:
+        if note_type not in self.settings.fhir.note_types:
+            known = ", ".join(f"{code} ({name})" for code, name in self.settings.fhir.note_types.items())
+            raise BadRequest(f"note type '{note_type}' is not one of {known}")
+
+    async def draft(self, audio_bytes: bytes, ctx: DictationContext, *, doc_status: str,
+                    idempotency_key: str | None, request_id: str,
+                    on_progress: Callable[[float, float], None] | None = None) -> Draft:
+        """Transcribe and structure. A wrong patient or encounter stops here, before any transcription; an
+        unreachable EHR does not: the caller still gets the draft, with the error, to commit later."""
+        self.check_note_type(ctx.note_type)
+        deferred: ScribeError | None = None
+        try:
+            await self.writer.check_context(ctx)
+        except Unprocessable:
+            raise
+        except ScribeError as unreachable:
+            deferred = unreachable
+        audio = await asyncio.to_thread(decode, audio_bytes, self.settings.audio)
+        dictated_at = datetime.now(timezone.utc)
+        progress = None
+        if on_progress is not None:
+            def progress(segment: Segment) -> None:
+                on_progress(min(segment.end, audio.duration_s), audio.duration_s)
+        transcript = await self.pool.transcribe(audio, self.pool.transcriber.default_options(), on_segment=progress)
+        note = await self.sections.structure(transcript.text)
+        draft = Draft(
+            identifier=dictation_identifier(self.settings.fhir.identifier_system, idempotency_key, audio.sha256, ctx,
+                                            doc_status),
+            context=ctx, doc_status=doc_status, text=note.text, transcript=transcript.text, note=note,
+            language=transcript.language,
+            audio=AudioInfo(sha256=audio.sha256, duration_s=round(audio.duration_s, 3), container=audio.container),
+            model=transcript.model, model_revision=transcript.model_revision, dictated_at=dictated_at,
+        )
+        plan = write_plan(draft, self.settings.fhir, request_id)
+        draft.resources = {"DocumentReference": plan.document_reference, "AuditEvent": plan.audit_event}
+        if deferred is not None:
+            deferred.extras["draft"] = draft
+            raise deferred
+        return draft
+
+    async def commit(self, draft: Draft, *, request_id: str, from_client: bool = True) -> WriteResult:
+        """Write a draft. A draft coming back from a client has its sections rebuilt from its (possibly edited)
+        text and its context checked again; resources are never taken from the client."""
+        if draft.identifier.system != self.settings.fhir.identifier_system:
+            raise BadRequest(f"the draft's identifier system is not {self.settings.fhir.identifier_system}")
+        self.check_note_type(draft.context.note_type)
+        if from_client:
+            draft = draft.model_copy(update={"note": await self.sections.structure(draft.text), "resources": {}})
+        try:
+            if from_client:
+                await self.writer.check_context(draft.context)
+            plan = write_plan(draft, self.settings.fhir, request_id)
+            return await self.writer.write(plan, draft.identifier, request_id)
+        except ScribeError as failure:
+            failure.extras["draft"] = draft  # nothing lost: the caller can fix and commit this later
+            raise

@@ -1,0 +1,175 @@
+"""Async FHIR R4 client: the only code that talks to the organization's FHIR server.
+
+Retries (jittered, doubling backoff) only where repeating cannot change the outcome: reads, searches and
+``metadata``. Writes decide their own retries (see writer.py), because a timed-out write may have happened.
+Every failure becomes a ScribeError with the server's OperationOutcome diagnostics kept for the caller; logs get
+the resource type, status and timing only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from service.config import FhirSettings
+from service.errors import ScribeError
+from service.logs import event, request_id
+
+log = logging.getLogger(__name__)
+FHIR_JSON = "application/fhir+json"
+RETRY_STATUSES = {429, 502, 503, 504}
+_LOCATION = re.compile(r"(?:^|/)(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/(?P<vid>[^/]+))?/?$")
+
+
+class FhirUnavailable(ScribeError):
+    status, slug, title = 503, "fhir-unavailable", "FHIR server unavailable"
+
+
+class FhirTimeout(ScribeError):
+    status, slug, title = 504, "fhir-timeout", "FHIR server timed out"
+
+
+class FhirBadGateway(ScribeError):
+    status, slug, title = 502, "fhir-error", "FHIR server error"
+
+
+class FhirRejected(ScribeError):
+    """The server understood the request and refused it (validation, business rule, conflict)."""
+
+    status, slug, title = 422, "fhir-rejected", "FHIR server rejected the request"
+
+
+@dataclass(frozen=True)
+class Location:
+    type: str
+    id: str
+    version: str | None
+
+
+def parse_location(location: str) -> Location:
+    """Absolute or relative, with or without _history: HAPI and others differ."""
+    match = _LOCATION.search(location.split("?")[0])
+    if not match:
+        raise FhirBadGateway(f"the FHIR server returned an unreadable location '{location[:200]}'")
+    return Location(match["type"], match["id"], match["vid"])
+
+
+def outcome_issues(body: Any) -> list[str]:
+    """OperationOutcome -> 'severity code: diagnostics' lines (the server's words, for the caller)."""
+    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
+        return []
+    lines = []
+    for issue in body.get("issue", [])[:20]:
+        text = issue.get("diagnostics") or (issue.get("details") or {}).get("text") or ""
+        where = ", ".join(issue.get("expression") or issue.get("location") or [])
+        lines.append(f"{issue.get('severity', '?')} {issue.get('code', '?')}: {text}"[:500] + (f" @ {where}" if where else ""))
+    return lines
+
+
+class FhirClient:
+    def __init__(self, settings: FhirSettings, http: httpx.AsyncClient | None = None) -> None:
+        self.settings = settings
+        self.base_url = settings.base_url.rstrip("/")
+        self._http = http or httpx.AsyncClient(timeout=settings.timeout_s)
+        self._supports_transaction: bool | None = None
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": FHIR_JSON, "Prefer": "return=representation"}
+        if self.settings.bearer_token:
+            headers["Authorization"] = f"Bearer {self.settings.bearer_token}"
+        rid = request_id.get()
+        if rid:
+            headers["X-Request-ID"] = rid
+        return headers
+
+    async def send(self, method: str, path: str, *, json: Any = None, headers: dict[str, str] | None = None,
+                   retry: bool = False) -> httpx.Response:
+        """One request; with ``retry`` (safe requests only) transient failures are retried with backoff."""
+        url = f"{self.base_url}/{path.lstrip('/')}"
+        merged = {**self._headers(), **(headers or {})}
+        if json is not None:
+            merged["Content-Type"] = FHIR_JSON
+        attempts = 1 + (self.settings.retries if retry else 0)
+        kind = path.split("/")[0].split("?")[0] or "root"
+        for attempt in range(1, attempts + 1):
+            started = time.perf_counter()
+            try:
+                response = await self._http.request(method, url, json=json, headers=merged)
+            except httpx.TimeoutException:
+                failure: ScribeError = FhirTimeout(f"no answer from the FHIR server within {self.settings.timeout_s:g} s")
+            except httpx.TransportError as exc:
+                failure = FhirUnavailable(f"cannot reach the FHIR server ({type(exc).__name__})")
+            else:
+                event(log, "fhir.response", method=method, resource=kind, status=response.status_code,
+                      attempt=attempt, ms=round((time.perf_counter() - started) * 1000, 1))
+                if response.status_code not in RETRY_STATUSES:
+                    return response
+                failure = self.error_for(response)
+            event(log, "fhir.failure", level=logging.WARNING, method=method, resource=kind, attempt=attempt,
+                  problem=failure.slug)
+            if attempt == attempts:
+                raise failure
+            await asyncio.sleep(self.backoff(attempt))
+        raise AssertionError("unreachable")
+
+    def backoff(self, attempt: int) -> float:
+        return self.settings.backoff_s * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+
+    def error_for(self, response: httpx.Response) -> ScribeError:
+        issues = outcome_issues(_json(response))
+        said = f": {'; '.join(issues)}" if issues else ""
+        status = response.status_code
+        if status in (503, 429):
+            return FhirUnavailable(f"the FHIR server answered {status}{said}")
+        if status == 504:
+            return FhirTimeout(f"the FHIR server answered 504{said}")
+        if status in (400, 409, 412, 422):
+            error: ScribeError = FhirRejected(f"the FHIR server answered {status}{said}")
+        elif status in (401, 403):
+            error = FhirBadGateway(f"the FHIR server refused fhir-scribe's credentials ({status}){said}")
+        else:
+            error = FhirBadGateway(f"the FHIR server answered {status}{said}")
+        error.extras["fhir_issues"] = issues
+        return error
+
+    async def read(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
+        """The resource, or None when the server says it does not exist (404/410)."""
+        response = await self.send("GET", f"{resource_type}/{resource_id}", retry=True)
+        if response.status_code in (404, 410):
+            return None
+        if response.status_code != 200:
+            raise self.error_for(response)
+        return _json(response)
+
+    async def search(self, resource_type: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        response = await self.send("GET", f"{resource_type}?{httpx.QueryParams(params)}", retry=True)
+        if response.status_code != 200:
+            raise self.error_for(response)
+        bundle = _json(response) or {}
+        return [e["resource"] for e in bundle.get("entry", []) if e.get("resource", {}).get("resourceType") == resource_type]
+
+    async def supports_transaction(self) -> bool:
+        if self._supports_transaction is None:
+            response = await self.send("GET", "metadata", retry=True)
+            if response.status_code != 200:
+                raise self.error_for(response)
+            rest = (_json(response) or {}).get("rest") or [{}]
+            self._supports_transaction = any(i.get("code") == "transaction" for i in rest[0].get("interaction", []))
+        return self._supports_transaction
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None

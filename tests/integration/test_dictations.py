@@ -1,0 +1,135 @@
+"""Dictation -> note in a real FHIR server (sekmet-fhir over HTTP), end to end through the running service."""
+
+import base64
+import concurrent.futures
+import uuid
+
+import httpx
+import pytest
+
+from service.demo import DEMO_ENCOUNTER, DEMO_PATIENT, DEMO_PRACTITIONER, OTHER_ENCOUNTER
+from tests.integration.test_bad_requests import assert_problem
+from tests.support.fhir_validation import errors
+from tests.support.wer import wer
+
+FORM = {"patient": DEMO_PATIENT, "encounter": DEMO_ENCOUNTER, "author": f"Practitioner/{DEMO_PRACTITIONER}"}
+
+
+def dictate(server, audio: bytes, path: str = "/v1/dictations", headers: dict | None = None, **form) -> httpx.Response:
+    return httpx.post(server.url + path, files={"file": ("note.ogg", audio)}, data={**FORM, **form},
+                      headers=headers or {}, timeout=120)
+
+
+def key() -> str:
+    return f"test-{uuid.uuid4().hex}"
+
+
+def test_dictation_lands_in_the_ehr(server, fhir_server, dictation):
+    response = dictate(server, dictation.audio, headers={"Idempotency-Key": key()})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert response.headers["location"] == body["document_reference_url"]
+    assert body["created"] is True and body["atomic"] is True
+
+    doc = httpx.get(body["document_reference_url"]).json()
+    assert doc["status"] == "current" and doc["docStatus"] == "preliminary"
+    assert doc["subject"] == {"reference": f"Patient/{DEMO_PATIENT}"}
+    assert doc["context"]["encounter"] == [{"reference": f"Encounter/{DEMO_ENCOUNTER}"}]
+    assert doc["author"] == [{"reference": f"Practitioner/{DEMO_PRACTITIONER}"}]
+    assert doc["type"]["coding"][0]["code"] == "11506-3"
+    assert doc["category"][0]["coding"][0]["code"] == "clinical-note"
+    text = base64.b64decode(doc["content"][0]["attachment"]["data"]).decode()
+    assert text == body["draft"]["text"] and wer(dictation.reference, text) < 0.2
+    xhtml = base64.b64decode(doc["content"][1]["attachment"]["data"]).decode()
+    assert xhtml.startswith('<div xmlns="http://www.w3.org/1999/xhtml"><h3>Chief complaint</h3>')
+
+    audit = httpx.get(f"{fhir_server.base}/AuditEvent/{body['audit_event_id']}").json()
+    whats = [e["what"].get("reference") for e in audit["entity"]]
+    assert f"Patient/{DEMO_PATIENT}" in whats and f"DocumentReference/{doc['id']}" in whats
+    assert audit["action"] == "C" and audit["outcome"] == "0"
+    # References and identifiers only: nothing of the note, no names.
+    flat = str(audit).lower()
+    assert "chest" not in flat and "testpatient" not in flat and "example" not in flat
+
+    for resource in (doc, audit):
+        assert errors(resource) == []
+
+
+def test_same_dictation_twice_is_one_note(server, fhir_server, dictation):
+    first = dictate(server, dictation.audio, note_type="11488-4")
+    second = dictate(server, dictation.audio, note_type="11488-4")
+    assert (first.status_code, second.status_code) == (201, 200), second.text
+    assert first.json()["document_reference_id"] == second.json()["document_reference_id"]
+    identifier = first.json()["draft"]["identifier"]
+    found = fhir_server.search("DocumentReference", identifier=f"{identifier['system']}|{identifier['value']}")
+    assert len(found) == 1
+
+
+def test_review_then_commit(server, fhir_server, dictation):
+    draft = dictate(server, dictation.audio, path="/v1/dictations/draft", headers={"Idempotency-Key": key()})
+    assert draft.status_code == 200, draft.text
+    body = draft.json()
+    assert body["doc_status"] == "final" and body["resources"]["DocumentReference"]["docStatus"] == "final"
+    assert not fhir_server.search("DocumentReference", identifier=f"{body['identifier']['system']}|"
+                                                                   f"{body['identifier']['value']}")
+    for resource in body["resources"].values():
+        assert errors(resource) == []
+    # The clinician fixes a mis-heard dose during review.
+    body["text"] = body["text"] + " Addendum: atorvastatin 40 milligrams."
+    committed = httpx.post(server.url + "/v1/dictations/commit", json=body, timeout=60)
+    assert committed.status_code == 201, committed.text
+    doc = httpx.get(committed.json()["document_reference_url"]).json()
+    assert doc["docStatus"] == "final"
+    assert base64.b64decode(doc["content"][0]["attachment"]["data"]).decode().endswith("atorvastatin 40 milligrams.")
+    again = httpx.post(server.url + "/v1/dictations/commit", json=body, timeout=60)
+    assert again.status_code == 200 and again.json()["document_reference_id"] == doc["id"]
+
+    body["text"] = "a different note under the same key"
+    conflict = httpx.post(server.url + "/v1/dictations/commit", json=body, timeout=60)
+    assert_problem(conflict, 409, "conflict", "already carries this identifier")
+    assert conflict.json()["draft"]["text"] == "a different note under the same key"  # nothing lost
+
+
+def test_eight_concurrent_commits_make_one_note(server, fhir_server, dictation):
+    body = dictate(server, dictation.audio, path="/v1/dictations/draft", headers={"Idempotency-Key": key()}).json()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: httpx.post(server.url + "/v1/dictations/commit", json=body, timeout=60),
+                                  range(8)))
+    assert sorted(r.status_code for r in responses) == [200] * 7 + [201]
+    assert len({r.json()["document_reference_id"] for r in responses}) == 1
+    assert len(fhir_server.search("DocumentReference",
+                                  identifier=f"{body['identifier']['system']}|{body['identifier']['value']}")) == 1
+
+
+def test_three_concurrent_identical_dictations_make_one_note(server, fhir_server, dictations):
+    audio = dictations[1].audio
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        responses = list(pool.map(lambda _: dictate(server, audio, note_type="34117-2"), range(3)))
+    assert sorted(r.status_code for r in responses) == [200, 200, 201], [r.text[:200] for r in responses]
+    assert len({r.json()["document_reference_id"] for r in responses}) == 1
+
+
+@pytest.mark.parametrize("form, fragment", [
+    ({"encounter": OTHER_ENCOUNTER}, f"Encounter/{OTHER_ENCOUNTER} belongs to a different patient"),
+    ({"patient": "no-such-patient"}, "Patient/no-such-patient does not exist"),
+    ({"encounter": "no-such-encounter"}, "Encounter/no-such-encounter does not exist"),
+    ({"author": "Patient/123"}, "author: Value error, must be Practitioner/<id>"),
+    ({"patient": "../../metadata"}, "patient: Value error, must be a FHIR id"),
+])
+def test_wrong_context_is_refused_before_transcribing(server, dictation, form, fragment):
+    assert_problem(dictate(server, dictation.audio, **form), 422, "unprocessable", fragment)
+
+
+def test_unknown_note_type(server, dictation):
+    assert_problem(dictate(server, dictation.audio, note_type="99999-9"), 400, "bad-request",
+                   "not one of 11506-3 (Progress note)")
+
+
+def test_bad_idempotency_key(server, dictation):
+    assert_problem(dictate(server, dictation.audio, headers={"Idempotency-Key": "x"}), 400, "bad-request",
+                   "Idempotency-Key must be 8-128")
+
+
+def test_commit_of_a_malformed_draft(server):
+    assert_problem(httpx.post(server.url + "/v1/dictations/commit", json={"text": "x"}), 422, "invalid-request",
+                   "body.identifier: Field required")

@@ -1,0 +1,201 @@
+"""When the EHR fails, nothing is lost and nothing is duplicated. A real FHIR server behind a fault-injecting
+proxy, a service pointed at the proxy, and a FHIR server that is stopped and restarted."""
+
+import asyncio
+import uuid
+
+import httpx
+import pytest
+
+from service.config import load_settings
+from service.documents.draft import Identifier
+from service.documents.resources import WritePlan
+from service.errors import ScribeError
+from service.fhir.client import FhirClient, FhirRejected, outcome_issues, parse_location
+from service.fhir.writer import NoteWriter
+from tests.conftest import TEST_LIMITS, free_port, start_fhir, start_server, stop_server
+from tests.integration.test_bad_requests import assert_problem
+from tests.integration.test_dictations import FORM
+from tests.support.fault_proxy import FaultProxy
+
+FAST_RETRIES = {"SCRIBE_FHIR__RETRIES": "2", "SCRIBE_FHIR__BACKOFF_S": "0.05", "SCRIBE_FHIR__TIMEOUT_S": "2"}
+
+
+@pytest.fixture(scope="module")
+def fhir(tmp_path_factory):
+    server = start_fhir(tmp_path_factory, "fhir-failures")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def proxy(fhir):
+    running = FaultProxy(fhir.base, free_port()).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, proxy):
+    running = start_server(tmp_path_factory.mktemp("svc") / "server.log", **TEST_LIMITS, **FAST_RETRIES,
+                           SCRIBE_FHIR__BASE_URL=proxy.url)
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture(scope="module")
+def direct_service(tmp_path_factory, fhir):
+    running = start_server(tmp_path_factory.mktemp("direct") / "server.log", **TEST_LIMITS, **FAST_RETRIES,
+                           SCRIBE_FHIR__BASE_URL=fhir.base)
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture(autouse=True)
+def clean_faults(proxy):
+    proxy.faults.reset()
+    yield
+    proxy.faults.reset()
+
+
+def dictate(service, audio, **headers):
+    return httpx.post(service.url + "/v1/dictations", files={"file": ("a.ogg", audio)}, data=FORM,
+                      headers={"Idempotency-Key": f"k-{uuid.uuid4().hex}", **headers}, timeout=120)
+
+
+def count(fhir, draft):
+    ident = draft["identifier"]
+    return len(fhir.search("DocumentReference", identifier=f"{ident['system']}|{ident['value']}"))
+
+
+def test_transient_503s_are_retried_then_written_once(service, proxy, fhir, dictation):
+    proxy.faults.fail_next, proxy.faults.status = 2, 503
+    response = dictate(service, dictation.audio)
+    assert response.status_code == 201, response.text
+    posts = [s for s in proxy.faults.seen if s.startswith("POST")]
+    assert posts == ["POST / 503", "POST / 503", "POST / 200"]
+    assert count(fhir, response.json()["draft"]) == 1
+
+
+def test_persistent_5xx_gives_a_bounded_retry_then_the_draft(service, proxy, fhir, dictation):
+    proxy.faults.fail_next, proxy.faults.status = 100, 500
+    response = dictate(service, dictation.audio)
+    assert_problem(response, 502, "fhir-error", "the FHIR server answered 500: error transient: injected fault")
+    assert len([s for s in proxy.faults.seen if s.startswith("POST")]) == 3  # 1 + retries(2), then stop
+    draft = response.json()["draft"]
+    assert "chest pain" in draft["text"].lower() and draft["context"]["patient"] == FORM["patient"]
+    # The server comes back: the draft is committed once, however often it is sent.
+    proxy.faults.reset()
+    for expected in (201, 200):
+        committed = httpx.post(service.url + "/v1/dictations/commit", json=draft, timeout=60)
+        assert committed.status_code == expected, committed.text
+    assert count(fhir, draft) == 1
+
+
+def test_slow_server_times_out_and_the_late_write_is_not_duplicated(service, proxy, fhir, dictation):
+    # Every write hangs past the 2 s timeout, but the server still performs it when the proxy forwards it.
+    proxy.faults.delay_s = 3.0
+    response = dictate(service, dictation.audio)
+    assert_problem(response, 504, "fhir-timeout", "no answer from the FHIR server within 2 s")
+    draft = response.json()["draft"]
+    proxy.faults.reset()
+    committed = httpx.post(service.url + "/v1/dictations/commit", json=draft, timeout=60)
+    assert committed.status_code in (200, 201), committed.text
+    assert count(fhir, draft) == 1  # the late first write and the retries are one note
+
+
+def test_fhir_server_down_then_back(direct_service, fhir, dictation):
+    service = direct_service
+    fhir.stop()
+    try:
+        response = dictate(service, dictation.audio)
+        assert_problem(response, 503, "fhir-unavailable", "cannot reach the FHIR server (ConnectError)")
+    finally:
+        fhir.restart()
+    draft = response.json()["draft"]
+    assert draft["transcript"] and draft["resources"]["DocumentReference"]["subject"]["reference"] == \
+        f"Patient/{FORM['patient']}"
+    statuses = [httpx.post(service.url + "/v1/dictations/commit", json=draft, timeout=60).status_code
+                for _ in range(2)]
+    assert statuses == [201, 200]
+    assert count(fhir, draft) == 1
+
+
+def test_server_rejection_reports_its_operation_outcome(proxy):
+    """The server's own validation error reaches the caller with its diagnostics, and is not retried."""
+    settings = load_settings().fhir.model_copy(update={"base_url": proxy.url, "retries": 2, "backoff_s": 0.05})
+    bad = {"resourceType": "DocumentReference", "status": "current", "flavour": "x",
+           "content": [{"attachment": {"contentType": "text/plain"}}], "subject": {"reference": "Patient/demo-patient"}}
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:1", "resource": bad, "request": {"method": "POST", "url": "DocumentReference"}},
+        {"fullUrl": "urn:uuid:2", "resource": bad, "request": {"method": "POST", "url": "DocumentReference"}}]}
+    plan = WritePlan(bundle=bundle, document_reference=bad, audit_event={}, document_full_url="urn:uuid:1")
+
+    async def run():
+        client = FhirClient(settings)
+        try:
+            await NoteWriter(client).write(plan, Identifier(system="urn:x", value=uuid.uuid4().hex), "req")
+        finally:
+            await client.aclose()
+
+    with pytest.raises(FhirRejected) as caught:
+        asyncio.run(run())
+    assert caught.value.detail == ("the FHIR server answered 400: error structure: Transaction rolled back: Extra inputs "
+                                   "are not permitted (DocumentReference.flavour) @ DocumentReference.flavour")
+    assert caught.value.extras["fhir_issues"][0].endswith("@ DocumentReference.flavour")
+    assert [s for s in proxy.faults.seen if s.startswith("POST")] == ["POST / 400"]  # sent once, not retried
+
+
+@pytest.mark.parametrize("location, expected", [
+    ("DocumentReference/abc/_history/1", ("DocumentReference", "abc", "1")),
+    ("http://h:8080/fhir/DocumentReference/abc/_history/2", ("DocumentReference", "abc", "2")),
+    ("https://ehr.example/r4/AuditEvent/a.b-c", ("AuditEvent", "a.b-c", None)),
+    ("DocumentReference/abc", ("DocumentReference", "abc", None)),
+])
+def test_locations_absolute_and_relative(location, expected):
+    parsed = parse_location(location)
+    assert (parsed.type, parsed.id, parsed.version) == expected
+
+
+def test_unreadable_location_and_non_outcome_bodies():
+    with pytest.raises(ScribeError, match="unreadable location"):
+        parse_location("not a location")
+    assert outcome_issues({"resourceType": "Patient"}) == [] and outcome_issues(None) == []
+
+
+def test_server_without_transactions_gets_two_requests_said_not_atomic(proxy, fhir):
+    from datetime import datetime, timezone
+
+    from service.documents.draft import AudioInfo, DictationContext, Draft
+    from service.documents.resources import write_plan
+    from service.sections.note import StructuredNote
+    from tests.support.fhir_validation import errors
+
+    proxy.faults.hide_transactions = True
+    settings = load_settings().fhir.model_copy(update={"base_url": proxy.url})
+    ctx = DictationContext(patient=FORM["patient"], encounter=FORM["encounter"], author=FORM["author"],
+                           note_type="11506-3")
+    draft = Draft(identifier=Identifier(system=settings.identifier_system, value=f"k-{uuid.uuid4().hex}"),
+                  context=ctx, doc_status="final", text="Plan: rest.", transcript="plan colon rest period",
+                  note=StructuredNote(text="Plan: rest.", sections=[], findings=[]), language="en",
+                  audio=AudioInfo(sha256="0" * 64, duration_s=2.0, container="ogg"), model="tiny.en",
+                  model_revision="test", dictated_at=datetime.now(timezone.utc))
+
+    async def run():
+        client = FhirClient(settings)
+        writer = NoteWriter(client)
+        try:
+            first = await writer.write(write_plan(draft, settings, "req-1"), draft.identifier, "req-1")
+            again = await writer.write(write_plan(draft, settings, "req-2"), draft.identifier, "req-2")
+        finally:
+            await client.aclose()
+        return first, again
+
+    first, again = asyncio.run(run())
+    assert (first.created, first.atomic, again.created) == (True, False, False)
+    assert [s.split()[:2] for s in proxy.faults.seen if s.startswith("POST")] == [
+        ["POST", "/DocumentReference"], ["POST", "/AuditEvent"], ["POST", "/DocumentReference"], ["POST", "/AuditEvent"]]
+    audit = httpx.get(f"{fhir.base}/AuditEvent/{first.audit_event_id}").json()
+    assert {"reference": f"DocumentReference/{first.document_reference_id}"} in [e["what"] for e in audit["entity"]]
+    assert errors(audit) == [] and errors(httpx.get(first.document_reference_url).json()) == []
+    assert count(fhir, draft.model_dump()) == 1
