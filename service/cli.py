@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     dictate.add_argument("--idempotency-key", help="8-128 characters; the same key never writes a second note")
     dictate.add_argument("--model", help="tiny.en, base or a CTranslate2 Whisper directory")
 
+    profiles = commands.add_parser("profiles", help="write fhir_profiles/ StructureDefinitions for fhir.profile_base")
+    profiles.add_argument("--out", type=Path, required=True, help="directory to write them to")
+
     demo = commands.add_parser("demo", help="run a seeded local FHIR server and the service wired to it")
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--fhir-port", type=int, default=8081)
@@ -57,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             return _sections(args)
         if args.command == "dictate":
             return _dictate(args)
+        if args.command == "profiles":
+            return _profiles(args)
         if args.command == "demo":
             from service.demo import run
 
@@ -210,6 +215,19 @@ def _dictate(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(run())
+
+
+def _profiles(args: argparse.Namespace) -> int:
+    import json
+
+    from service.documents.profiles import load_profiles
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    for profile in load_profiles(load_settings().fhir.profile_base):
+        target = args.out / f"StructureDefinition-{profile['id']}.json"
+        target.write_text(json.dumps(profile, indent=2) + "\n")
+        print(f"{target}  {profile['url']}")
+    return 0
 
 
 def _with(settings: Settings, **transcription: object) -> Settings:

@@ -10,6 +10,7 @@ import pytest
 from service.demo import DEMO_ENCOUNTER, DEMO_PATIENT, DEMO_PRACTITIONER, OTHER_ENCOUNTER
 from tests.integration.test_bad_requests import assert_problem
 from tests.support.fhir_validation import errors
+from tests.support.profiles import violations
 from tests.support.wer import wer
 
 FORM = {"patient": DEMO_PATIENT, "encounter": DEMO_ENCOUNTER, "author": f"Practitioner/{DEMO_PRACTITIONER}"}
@@ -53,6 +54,7 @@ def test_dictation_lands_in_the_ehr(server, fhir_server, dictation):
 
     for resource in (doc, audit):
         assert errors(resource) == []
+        assert violations(resource) == []
 
 
 def test_same_dictation_twice_is_one_note(server, fhir_server, dictation):
@@ -73,7 +75,7 @@ def test_review_then_commit(server, fhir_server, dictation):
     assert not fhir_server.search("DocumentReference", identifier=f"{body['identifier']['system']}|"
                                                                    f"{body['identifier']['value']}")
     for resource in body["resources"].values():
-        assert errors(resource) == []
+        assert errors(resource) == [] and violations(resource) == []
     # The clinician fixes a mis-heard dose during review.
     body["text"] = body["text"] + " Addendum: atorvastatin 40 milligrams."
     committed = httpx.post(server.url + "/v1/dictations/commit", json=body, timeout=60)
