@@ -109,6 +109,44 @@ class FhirSettings(_Section):
         return self
 
 
+class IntrospectionSettings(_Section):
+    endpoint: str  # RFC 7662
+    client_id: str
+    client_secret: str
+
+
+class IssuerSettings(_Section):
+    """An authorization server whose tokens fhir-scribe accepts."""
+
+    issuer: str
+    # Tokens must name one of these audiences: fhir-scribe itself and/or the FHIR server it writes to. A token for
+    # the FHIR server is forwarded to it (on-behalf-of); any other is checked here only.
+    audiences: list[str] = Field(min_length=1)
+    jwks_url: str | None = None  # default: discovered from .well-known/smart-configuration or openid-configuration
+    introspection: IntrospectionSettings | None = None  # for opaque tokens
+
+
+class BackendServicesSettings(_Section):
+    """SMART Backend Services: fhir-scribe's own identity towards the FHIR server."""
+
+    client_id: str
+    private_key_path: Path  # PEM, RSA (RS384) or EC P-384 (ES384)
+    kid: str | None = None  # default: the key's RFC 7638 thumbprint
+    token_url: str | None = None  # default: discovered from {fhir.base_url}/.well-known/smart-configuration
+    scope: str = "system/Patient.r system/Encounter.r system/DocumentReference.cr system/AuditEvent.c"
+
+
+class AuthSettings(_Section):
+    # false only for the local demo: every /v1 endpoint is then open, and the service says so at start and in
+    # /readyz.
+    enabled: bool = True
+    issuers: list[IssuerSettings] = []
+    algorithms: list[Literal["RS256", "RS384", "ES256", "ES384"]] = ["RS256", "RS384", "ES256", "ES384"]
+    leeway_s: int = Field(60, ge=0, le=300)
+    jwks_min_refresh_s: float = Field(30.0, ge=0)  # refetch a JWKS for an unknown kid at most this often
+    backend_services: BackendServicesSettings | None = None
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -125,6 +163,7 @@ class Settings(BaseSettings):
     transcription: TranscriptionSettings = TranscriptionSettings()
     sections: SectionsSettings = SectionsSettings()
     fhir: FhirSettings = FhirSettings()
+    auth: AuthSettings = AuthSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod

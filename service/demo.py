@@ -75,10 +75,12 @@ def run(port: int = 8080, fhir_port: int = 8081) -> int:
     try:
         seed(base)
         os.environ["SCRIBE_FHIR__BASE_URL"] = base
+        os.environ.setdefault("SCRIBE_AUTH__ENABLED", "false")  # the demo only: said loudly at start and in /readyz
         example = Path(__file__).resolve().parent.parent / "tests/fixtures/speech/dictation_chest_pain.ogg"
         print(f"""
 Demo FHIR server: {base} (in memory; seeded Patient/{DEMO_PATIENT}, Encounter/{DEMO_ENCOUNTER},
-Practitioner/{DEMO_PRACTITIONER}). fhir-scribe: http://127.0.0.1:{port} (docs at /docs). Try:
+Practitioner/{DEMO_PRACTITIONER}). fhir-scribe: http://127.0.0.1:{port} (docs at /docs).
+AUTHORIZATION IS OFF in the demo: every endpoint is open. Never expose it beyond this machine. Try:
 
   curl -F file=@{example} -F patient={DEMO_PATIENT} -F encounter={DEMO_ENCOUNTER} \\
        -F author=Practitioner/{DEMO_PRACTITIONER} http://127.0.0.1:{port}/v1/dictations

@@ -25,6 +25,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Small limits for the test server, so "2x the size limit" and "too long" inputs stay cheap to build.
 TEST_LIMITS = {"SCRIBE_AUDIO__MAX_UPLOAD_BYTES": str(8 * 1024 * 1024), "SCRIBE_AUDIO__MAX_DURATION_S": "120"}
+# Servers for the stage tests run without authorization (as the demo does); tests/integration/test_auth*.py run
+# with it, against real authorization servers.
+NO_AUTH = {"SCRIBE_AUTH__ENABLED": "false"}
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ class RunningServer:
 
 def start_server(log_path: Path, **env: str) -> RunningServer:
     port = free_port()
-    environment = {**os.environ, **env, "SCRIBE_SERVER__PORT": str(port)}
+    environment = {**os.environ, **NO_AUTH, **env, "SCRIBE_SERVER__PORT": str(port)}
     log_file = log_path.open("wb")
     process = subprocess.Popen([sys.executable, "-m", "service", "serve"], cwd=REPO, env=environment,
                                stdout=log_file, stderr=subprocess.STDOUT)

@@ -10,10 +10,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import __doc__ as service_doc
-from service.api import dictations, health, sections, transcriptions
+from service.api import dictations, health, sections, transcriptions, wellknown
 from service.api.middleware import RequestContextMiddleware
 from service.api.problems import install_problem_handlers
-from service.config import Settings
+from service.auth.backend import BackendServices
+from service.auth.tokens import TokenValidator
+from service.config import ConfigError, Settings
 from service.logs import event
 from service.dictation import DictationService
 from service.fhir.client import FhirClient
@@ -42,11 +44,21 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None,
                sectioner: Sectioner | None = None) -> FastAPI:
     """Stages may be passed in (tests share them); otherwise they are built at start-up."""
 
+    auth = settings.auth
+    if auth.enabled and not auth.issuers:
+        raise ConfigError("SCRIBE_AUTH__ISSUERS: auth is enabled but no trusted issuer is configured; "
+                          "set SCRIBE_AUTH__ENABLED=false only for a local demo")
+    backend = BackendServices(auth.backend_services, settings.fhir.base_url) if auth.backend_services else None
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not auth.enabled:
+            event(log, "auth.DISABLED", level=logging.WARNING,
+                  warning="authorization is OFF: every /v1 endpoint is open; for a local demo only")
+        app.state.tokens = TokenValidator(auth) if auth.enabled else None
         app.state.sections = SectionsWorker(sectioner or Sectioner.from_file(settings.sections.rules_file))
         pool = TranscriptionPool(transcriber or load_transcriber(settings))
-        fhir = FhirClient(settings.fhir)
+        fhir = FhirClient(settings.fhir, service_token=backend.token if backend else None)
         app.state.dictations = DictationService(settings, pool, app.state.sections, NoteWriter(fhir))
         app.state.pool = pool
         yield
@@ -54,13 +66,20 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None,
         pool.shutdown()
         app.state.sections.shutdown()
         await fhir.aclose()
+        if app.state.tokens is not None:
+            await app.state.tokens.aclose()
+        if backend is not None:
+            await backend.aclose()
 
     app = FastAPI(title="fhir-scribe", version="0.1.0", description=service_doc, lifespan=lifespan)
     app.state.settings = settings
     app.state.pool = None
+    app.state.tokens = None
+    app.state.backend = backend
     install_problem_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
+    app.include_router(wellknown.router)
     app.include_router(transcriptions.router)
     app.include_router(sections.router)
     app.include_router(dictations.router)

@@ -10,6 +10,9 @@ from starlette.responses import JSONResponse
 
 from service.api.deps import get_dictations, get_pool, get_settings
 from service.api.multipart import read_form
+from service.api.security import authenticated, authorize_dictation
+from service.auth.errors import Forbidden
+from service.auth.principal import Principal
 from service.config import Settings
 from service.dictation import DictationService
 from service.documents.draft import DictationContext, Draft
@@ -18,18 +21,19 @@ from service.fhir.writer import WriteResult
 from service.logs import request_id
 from service.transcription.pool import TranscriptionPool
 
-router = APIRouter(tags=["dictations"])
+router = APIRouter(tags=["dictations"], dependencies=[Depends(authenticated)])
 
 _FORM = {
     "required": True,
     "content": {"multipart/form-data": {"schema": {
         "type": "object",
-        "required": ["file", "patient", "author"],
+        "required": ["file"],
         "properties": {
             "file": {"type": "string", "format": "binary", "description": "the dictation audio"},
-            "patient": {"type": "string", "description": "Patient id on the FHIR server"},
+            "patient": {"type": "string", "description": "Patient id; with a patient-scoped token, the token's"},
             "encounter": {"type": "string", "description": "Encounter id (must belong to the patient)"},
-            "author": {"type": "string", "description": "Practitioner/<id> or PractitionerRole/<id>"},
+            "author": {"type": "string", "description": "Practitioner/<id> or PractitionerRole/<id>; with a token, its "
+                                                         "fhirUser (must match when both are given)"},
             "note_type": {"type": "string", "description": "LOINC note type, default 11506-3 (progress note)"},
         },
     }}},
@@ -38,14 +42,17 @@ _IDEMPOTENCY = Header(None, alias="Idempotency-Key",
                       description="8-128 characters; the same key never writes a second note")
 
 
-async def _read_dictation(request: Request, pool: TranscriptionPool, settings: Settings) -> tuple[bytes, DictationContext]:
+async def _read_dictation(request: Request, settings: Settings,
+                          principal: Principal | None) -> tuple[bytes, DictationContext]:
     form = await read_form(request, max_file_bytes=settings.audio.max_upload_bytes)
     if "file" not in form.files:
         raise Unprocessable("the form has no 'file' part with the audio")
+    requested = DictationContext.model_construct(
+        patient=form.value("patient") or "", encounter=form.value("encounter") or None,
+        author=form.value("author") or "", note_type=form.value("note_type") or settings.fhir.default_note_type)
+    allowed = authorize_dictation(request, principal, requested)
     try:
-        ctx = DictationContext(patient=form.value("patient") or "", encounter=form.value("encounter") or None,
-                               author=form.value("author") or "",
-                               note_type=form.value("note_type") or settings.fhir.default_note_type)
+        ctx = DictationContext.model_validate(allowed.model_dump())
     except ValidationError as exc:
         raise Unprocessable("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
     return form.files.pop("file"), ctx
@@ -61,10 +68,11 @@ def _written(result: WriteResult, draft: Draft) -> JSONResponse:
              summary="Dictate a note: transcribe, structure and write it to the EHR (docStatus preliminary)")
 async def create_dictation(request: Request, idempotency_key: str | None = _IDEMPOTENCY,
                            pool: TranscriptionPool = Depends(get_pool), settings: Settings = Depends(get_settings),
-                           dictations: DictationService = Depends(get_dictations)) -> JSONResponse:
+                           dictations: DictationService = Depends(get_dictations),
+                           principal: Principal | None = Depends(authenticated)) -> JSONResponse:
     with ExitStack() as held:
         held.enter_context(pool.admission())
-        audio, ctx = await _read_dictation(request, pool, settings)
+        audio, ctx = await _read_dictation(request, settings, principal)
         rid = request_id.get() or ""
         draft = await dictations.draft(audio, ctx, doc_status="preliminary", idempotency_key=idempotency_key,
                                        request_id=rid)
@@ -76,10 +84,11 @@ async def create_dictation(request: Request, idempotency_key: str | None = _IDEM
              summary="Transcribe and structure for review; nothing is written")
 async def draft_dictation(request: Request, idempotency_key: str | None = _IDEMPOTENCY,
                           pool: TranscriptionPool = Depends(get_pool), settings: Settings = Depends(get_settings),
-                          dictations: DictationService = Depends(get_dictations)) -> JSONResponse:
+                          dictations: DictationService = Depends(get_dictations),
+                          principal: Principal | None = Depends(authenticated)) -> JSONResponse:
     with ExitStack() as held:
         held.enter_context(pool.admission())
-        audio, ctx = await _read_dictation(request, pool, settings)
+        audio, ctx = await _read_dictation(request, settings, principal)
         draft = await dictations.draft(audio, ctx, doc_status="final", idempotency_key=idempotency_key,
                                        request_id=request_id.get() or "")
     return JSONResponse(draft.model_dump(mode="json"), headers={"Cache-Control": "no-store"})
@@ -87,7 +96,10 @@ async def draft_dictation(request: Request, idempotency_key: str | None = _IDEMP
 
 @router.post("/v1/dictations/commit", status_code=201,
              summary="Write a reviewed (possibly edited) draft to the EHR (docStatus final)")
-async def commit_dictation(draft: Draft, dictations: DictationService = Depends(get_dictations)) -> JSONResponse:
+async def commit_dictation(draft: Draft, request: Request, dictations: DictationService = Depends(get_dictations),
+                           principal: Principal | None = Depends(authenticated)) -> JSONResponse:
+    if authorize_dictation(request, principal, draft.context) != draft.context:
+        raise Forbidden("the draft's patient, encounter or author differs from the access token's launch context")
     final = draft.model_copy(update={"doc_status": "final"})
     result = await dictations.commit(final, request_id=request_id.get() or "")
     return _written(result, final)

@@ -8,13 +8,14 @@ import time
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
+from service.api.security import authenticated
 from service.api.deps import get_settings
 from service.config import Settings
 from service.errors import Unprocessable
 from service.logs import event
 from service.sections.note import StructuredNote
 
-router = APIRouter(tags=["sections"])
+router = APIRouter(tags=["sections"], dependencies=[Depends(authenticated)])
 log = logging.getLogger(__name__)
 
 

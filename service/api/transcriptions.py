@@ -17,13 +17,14 @@ from starlette.responses import Response, StreamingResponse
 from service.audio import decode
 from service.config import Settings
 from service.errors import BadRequest, ScribeError, Unprocessable
+from service.api.security import authenticated
 from service.api.deps import get_pool, get_settings
 from service.api.multipart import Form, read_form
 from service.transcription.pool import TranscriptionPool
 from service.transcription.render import MEDIA_TYPES, ResponseFormat, render
 from service.transcription.transcript import Segment, TranscribeOptions, Transcript
 
-router = APIRouter(tags=["OpenAI-compatible"])
+router = APIRouter(tags=["OpenAI-compatible"], dependencies=[Depends(authenticated)])
 
 # Names OpenAI clients send by default; they get the one model this process serves.
 OPENAI_ALIASES = {"whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"}

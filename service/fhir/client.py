@@ -9,10 +9,12 @@ the resource type, status and timing only.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,11 @@ log = logging.getLogger(__name__)
 FHIR_JSON = "application/fhir+json"
 RETRY_STATUSES = {429, 502, 503, 504}
 _LOCATION = re.compile(r"(?:^|/)(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/(?P<vid>[^/]+))?/?$")
+
+
+# The caller's own token, when it was issued for this FHIR server (SMART on-behalf-of). Set per request by the
+# API layer; when empty, fhir-scribe's own identity (Backend Services, or a static sandbox token) is used.
+on_behalf_of: contextvars.ContextVar[str | None] = contextvars.ContextVar("fhir_on_behalf_of", default=None)
 
 
 class FhirUnavailable(ScribeError):
@@ -74,19 +81,26 @@ def outcome_issues(body: Any) -> list[str]:
 
 
 class FhirClient:
-    def __init__(self, settings: FhirSettings, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, settings: FhirSettings, http: httpx.AsyncClient | None = None,
+                 service_token: Callable[[], Awaitable[str]] | None = None) -> None:
+        """``service_token``: fhir-scribe's own token (Backend Services), used when no user token is forwarded."""
         self.settings = settings
         self.base_url = settings.base_url.rstrip("/")
         self._http = http or httpx.AsyncClient(timeout=settings.timeout_s)
+        self._service_token = service_token
         self._supports_transaction: bool | None = None
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    def _headers(self) -> dict[str, str]:
+    async def _headers(self) -> dict[str, str]:
         headers = {"Accept": FHIR_JSON, "Prefer": "return=representation"}
-        if self.settings.bearer_token:
-            headers["Authorization"] = f"Bearer {self.settings.bearer_token}"
+        token = on_behalf_of.get()
+        if token is None and self._service_token is not None:
+            token = await self._service_token()
+        token = token or self.settings.bearer_token
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         rid = request_id.get()
         if rid:
             headers["X-Request-ID"] = rid
@@ -96,7 +110,7 @@ class FhirClient:
                    retry: bool = False) -> httpx.Response:
         """One request; with ``retry`` (safe requests only) transient failures are retried with backoff."""
         url = f"{self.base_url}/{path.lstrip('/')}"
-        merged = {**self._headers(), **(headers or {})}
+        merged = {**await self._headers(), **(headers or {})}
         if json is not None:
             merged["Content-Type"] = FHIR_JSON
         attempts = 1 + (self.settings.retries if retry else 0)
