@@ -17,14 +17,15 @@ TEST_APT := ffmpeg strace
 serve: install
 	$(VENV)/bin/fhir-scribe demo
 
-NODE_STAMP := tests/fhir_validator/node_modules/.installed
+NODE_STAMPS := tests/fhir_validator/node_modules/.installed tests/oidc/node_modules/.installed
 
-test: install system-deps $(NODE_STAMP)
+test: install system-deps $(NODE_STAMPS)
 	$(PY) -m pytest
 
-# FHIR.js (the official R4 definitions) validates every resource the service emits, independently of our code.
-$(NODE_STAMP): tests/fhir_validator/package-lock.json
-	npm ci --prefix tests/fhir_validator --no-audit --no-fund --loglevel=error
+# Test tools from npm: FHIR.js (the official R4 definitions) validates every resource the service emits;
+# oidc-provider plays the EHR's SMART authorization server.
+tests/%/node_modules/.installed: tests/%/package-lock.json
+	npm ci --prefix tests/$* --no-audit --no-fund --loglevel=error
 	touch $@
 
 bench: install system-deps

@@ -133,7 +133,8 @@ class BackendServicesSettings(_Section):
     private_key_path: Path  # PEM, RSA (RS384) or EC P-384 (ES384)
     kid: str | None = None  # default: the key's RFC 7638 thumbprint
     token_url: str | None = None  # default: discovered from {fhir.base_url}/.well-known/smart-configuration
-    scope: str = "system/Patient.r system/Encounter.r system/DocumentReference.cr system/AuditEvent.c"
+    # read/search the context, create + search notes (search-before-retry), create audits
+    scope: str = "system/Patient.rs system/Encounter.rs system/DocumentReference.crs system/AuditEvent.c"
 
 
 class AuthSettings(_Section):

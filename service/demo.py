@@ -34,14 +34,15 @@ SEED: list[dict] = [
 ]
 
 
-def start_fhir_server(port: int, work_dir: Path, log_path: Path | None = None) -> subprocess.Popen[bytes]:
-    """sekmet-fhir on 127.0.0.1:port, in memory, strict validation, simulator off."""
+def start_fhir_server(port: int, work_dir: Path, log_path: Path | None = None,
+                      extra_config: str = "") -> subprocess.Popen[bytes]:
+    """sekmet-fhir on 127.0.0.1:port, in memory, strict validation, simulator off (+ extra YAML settings)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     config = work_dir / "sekmet.yaml"
     config.write_text(
         f"base_url: http://127.0.0.1:{port}/fhir\nhost: 127.0.0.1\nport: {port}\ndb_path: ':memory:'\n"
         f"data_dir: {work_dir / 'data'}\nlog_inbound: false\nsimulator: {{enabled: false}}\n"
-        "validation: {inbound: strict}\n")
+        "validation: {inbound: strict}\n" + extra_config)
     out = log_path.open("wb") if log_path else subprocess.DEVNULL
     process = subprocess.Popen([sys.executable, "-m", "sekmet.cli", "serve", "-c", str(config)], cwd=work_dir,
                                env={**os.environ, "SEKMET_DB": ":memory:"}, stdout=out, stderr=subprocess.STDOUT)
@@ -59,10 +60,13 @@ def start_fhir_server(port: int, work_dir: Path, log_path: Path | None = None) -
     raise RuntimeError("the FHIR server did not start within 60 s")
 
 
-def seed(base_url: str) -> None:
+def seed(base_url: str, token: str | None = None) -> None:
+    headers = {"Content-Type": "application/fhir+json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     for resource in SEED:
         response = httpx.put(f"{base_url}/{resource['resourceType']}/{resource['id']}", json=resource,
-                             headers={"Content-Type": "application/fhir+json"}, timeout=10)
+                             headers=headers, timeout=10)
         response.raise_for_status()
 
 

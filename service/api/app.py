@@ -19,6 +19,7 @@ from service.config import ConfigError, Settings
 from service.logs import event
 from service.dictation import DictationService
 from service.fhir.client import FhirClient
+from service.fhir.refusals import RefusalAuditor
 from service.fhir.writer import NoteWriter
 from service.sections.pipeline import Sectioner
 from service.sections.worker import SectionsWorker
@@ -60,8 +61,11 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None,
         pool = TranscriptionPool(transcriber or load_transcriber(settings))
         fhir = FhirClient(settings.fhir, service_token=backend.token if backend else None)
         app.state.dictations = DictationService(settings, pool, app.state.sections, NoteWriter(fhir))
+        app.state.refusals = RefusalAuditor(fhir, settings.fhir,
+                                            has_service_identity=bool(backend or settings.fhir.bearer_token))
         app.state.pool = pool
         yield
+        await app.state.refusals.drain()
         app.state.pool = app.state.dictations = None
         pool.shutdown()
         app.state.sections.shutdown()

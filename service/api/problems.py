@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from fastapi.encoders import jsonable_encoder
 from starlette.responses import JSONResponse
 
+from service.auth.errors import Forbidden
 from service.errors import PROBLEM_BASE, ScribeError
 from service.logs import event, request_id
 
@@ -28,6 +29,16 @@ def problem(status: int, slug: str, title: str, detail: str, headers: dict[str, 
 
 
 def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Forbidden)
+    async def _forbidden(request: Request, exc: Forbidden) -> JSONResponse:
+        principal = getattr(request.state, "principal", None)
+        auditor = getattr(request.app.state, "refusals", None)
+        if principal is not None and auditor is not None:
+            auditor.record(user=principal.fhir_user, client_id=principal.client_id, patient=principal.patient,
+                           request_id=request_id.get() or "")
+        event(log, "request.problem", status=exc.status, problem=exc.slug)
+        return problem(exc.status, exc.slug, exc.title, exc.detail, exc.headers, **exc.extras)
+
     @app.exception_handler(ScribeError)
     async def _scribe(_: Request, exc: ScribeError) -> JSONResponse:
         event(log, "request.problem", status=exc.status, problem=exc.slug)

@@ -116,7 +116,7 @@ class TokenValidator:
             raise self._refuse(_claim_problem(exc)) from None
         audiences = claims.get("aud")
         audiences = [audiences] if isinstance(audiences, str) else list(audiences or [])
-        if not set(audiences) & set(issuer.audiences):
+        if not {a.rstrip("/") for a in audiences} & {a.rstrip("/") for a in issuer.audiences}:
             raise self._refuse("the token is not meant for this service (aud)")
 
     async def _from_introspection(self, token: str) -> Principal:
@@ -184,6 +184,6 @@ def _claim_problem(exc: JoseError) -> str:
     name = type(exc).__name__
     if "Expired" in name:
         return "the token has expired"
-    if "Invalid" in name and "nbf" in str(exc):
+    if "not yet valid" in (exc.description or "").lower():
         return "the token is not valid yet"
     return f"the token's claims are not acceptable ({exc.error}: {exc.description or ''})".strip()

@@ -79,7 +79,8 @@ def dictation_identifier(system: str, idempotency_key: str | None, audio_sha256:
         if not _IDEMPOTENCY_KEY.match(idempotency_key):
             raise BadRequest("Idempotency-Key must be 8-128 characters of A-Z a-z 0-9 . _ : -")
         return Identifier(system=system, value=idempotency_key)
-    # doc_status is part of it: a machine draft posted as preliminary and the clinician's reviewed final are two
-    # documents; retries of either stay one.
-    basis = "|".join([audio_sha256, context.patient, context.encounter or "", doc_status])
+    # Note type and doc_status are part of it: the same recording filed as a consult note and as a progress note,
+    # or posted as an unreviewed preliminary and later committed as the clinician's final, are different documents;
+    # retries of any one of them stay one.
+    basis = "|".join([audio_sha256, context.patient, context.encounter or "", context.note_type, doc_status])
     return Identifier(system=system, value=hashlib.sha256(basis.encode()).hexdigest()[:40])

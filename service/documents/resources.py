@@ -122,6 +122,44 @@ def audit_event(draft: Draft, settings: FhirSettings, document_ref: str, request
     return _checked(AuditEvent, resource)
 
 
+def refusal_audit_event(settings: FhirSettings, *, user: str | None, client_id: str | None, patient: str | None,
+                        request_id: str) -> dict[str, Any]:
+    """An authorization refusal (403): who asked (the token's user and client), for which patient, failed.
+    Outcome 4 (minor failure: the request was refused, nothing was read or written)."""
+    device = {"identifier": {"system": "urn:fhir-scribe:device", "value": settings.device_name},
+              "display": settings.device_name}
+    requestor: dict[str, Any] = {"reference": user} if user else {"identifier": {"value": client_id or "unknown"}}
+    resource: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",
+                 "display": "RESTful Operation"},
+        "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": "create", "display": "create"}],
+        "action": "C",
+        "recorded": _instant(datetime.now(timezone.utc)),
+        "outcome": "4",
+        "outcomeDesc": "authorization refused",
+        "agent": [
+            {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/extra-security-role-type",
+                                  "code": "humanuser", "display": "human user"}]},
+             "who": requestor, "requestor": True},
+            {"type": {"coding": [{"system": _DCM, "code": "110153", "display": "Source Role ID"}]},
+             "who": device, "requestor": False},
+        ],
+        "source": {"observer": device,
+                   "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4",
+                             "display": "Application Server"}]},
+        "entity": [{"what": {"identifier": {"value": request_id}},
+                    "type": {"system": _BALP_ENTITY, "code": "XrequestId", "display": "request id"}}],
+    }
+    if patient:
+        resource["entity"].insert(0, {
+            "what": {"reference": f"Patient/{patient}"},
+            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1",
+                     "display": "Person"},
+            "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1", "display": "Patient"}})
+    return _checked(AuditEvent, resource)
+
+
 def write_plan(draft: Draft, settings: FhirSettings, request_id: str) -> WritePlan:
     """One transaction: the note, created only if no note carries its identifier, and the audit of it."""
     doc = document_reference(draft, settings)

@@ -134,17 +134,26 @@ class NoteWriter:
 
     def _same_note(self, existing: dict[str, Any], plan: WritePlan) -> None:
         """A retry finds its own note; a different text under the same identifier must not vanish silently."""
-        ours = plan.document_reference["content"][0]["attachment"].get("data")
-        theirs = ((existing.get("content") or [{}])[0].get("attachment") or {}).get("data")
-        if ours != theirs or existing.get("docStatus") != plan.document_reference.get("docStatus"):
+        ours, theirs = plan.document_reference, existing
+        if (_text(ours) != _text(theirs) or ours.get("docStatus") != theirs.get("docStatus")
+                or _codes(ours.get("type")) != _codes(theirs.get("type"))):
             raise Conflict(f"DocumentReference/{existing.get('id')} already carries this identifier with a different "
-                           "text or status; nothing was written (use a new Idempotency-Key to write another note)")
+                           "text, status or note type; nothing was written (use a new Idempotency-Key to write "
+                           "another note)")
 
     def _result(self, doc_id: str, audit_id: str | None, created: bool, atomic: bool) -> WriteResult:
         base = self.client.base_url
         event(log, "note.written", created=created, atomic=atomic)
         return WriteResult(document_reference_id=doc_id, document_reference_url=f"{base}/DocumentReference/{doc_id}",
                            audit_event_id=audit_id, created=created, atomic=atomic, fhir_base_url=base)
+
+
+def _text(document: dict[str, Any]) -> str | None:
+    return ((document.get("content") or [{}])[0].get("attachment") or {}).get("data")
+
+
+def _codes(concept: dict[str, Any] | None) -> set[tuple[str, str]]:
+    return {(c.get("system", ""), c.get("code", "")) for c in (concept or {}).get("coding", [])}
 
 
 def parse_subject(reference: str) -> str | None:

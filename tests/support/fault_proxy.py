@@ -26,11 +26,13 @@ class Faults:
     only_method: str | None = "POST"  # which requests the faults apply to (None = all)
     hide_transactions: bool = False  # rewrite the CapabilityStatement as a server without transactions
     seen: list[str] = field(default_factory=list)  # "METHOD path status" of every request
+    authorizations: list[str | None] = field(default_factory=list)  # the Authorization header of every request
 
     def reset(self) -> None:
         self.fail_next, self.status, self.delay_s, self.only_method = 0, 503, 0.0, "POST"
         self.hide_transactions = False
         self.seen.clear()
+        self.authorizations.clear()
 
 
 class FaultProxy:
@@ -62,6 +64,7 @@ class FaultProxy:
     async def _forward(self, request: Request) -> Response:
         faults = self.faults
         path = request.url.path.removeprefix("/fhir") or "/"
+        faults.authorizations.append(request.headers.get("authorization"))
         applies = faults.only_method in (None, request.method)
         if applies and faults.fail_next > 0:
             faults.fail_next -= 1

@@ -104,6 +104,8 @@ def test_identifier_is_deterministic_and_keyed():
     assert a == dictation_identifier("urn:s", None, "f" * 64, CTX, "preliminary")
     assert a != dictation_identifier("urn:s", None, "f" * 64, CTX, "final")
     assert a != dictation_identifier("urn:s", None, "e" * 64, CTX, "preliminary")
+    consult_as_progress = CTX.model_copy(update={"note_type": "11506-3"})
+    assert a != dictation_identifier("urn:s", None, "f" * 64, consult_as_progress, "preliminary")
     other = CTX.model_copy(update={"encounter": "e2"})
     assert a != dictation_identifier("urn:s", None, "f" * 64, other, "preliminary")
     assert dictation_identifier("urn:s", "client-key-1", "f" * 64, CTX, "final").value == "client-key-1"
