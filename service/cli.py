@@ -45,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     dictate.add_argument("--idempotency-key", help="8-128 characters; the same key never writes a second note")
     dictate.add_argument("--model", help="tiny.en, base or a CTranslate2 Whisper directory")
 
+    check = commands.add_parser("check", help="can this FHIR server take fhir-scribe's notes? (before a first dictation)")
+    check.add_argument("--fhir-base", help="FHIR base URL (default: fhir.base_url setting)")
+    check.add_argument("--token", help="bearer token (default: fhir.bearer_token setting)")
+    check.add_argument("--patient", help="a Patient id to read, proving the credentials work")
+
     profiles = commands.add_parser("profiles", help="write fhir_profiles/ StructureDefinitions for fhir.profile_base")
     profiles.add_argument("--out", type=Path, required=True, help="directory to write them to")
 
@@ -60,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             return _sections(args)
         if args.command == "dictate":
             return _dictate(args)
+        if args.command == "check":
+            return _check(args)
         if args.command == "profiles":
             return _profiles(args)
         if args.command == "demo":
@@ -215,6 +222,32 @@ def _dictate(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(run())
+
+
+def _check(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from service.fhir.capabilities import check_server
+    from service.fhir.client import FhirClient
+    from service.logs import configure_logging
+
+    configure_logging("ERROR")  # the report is the output
+    settings = load_settings().fhir
+    settings = settings.model_copy(update={k: v for k, v in (("base_url", args.fhir_base),
+                                                              ("bearer_token", args.token)) if v})
+
+    async def run() -> list:
+        client = FhirClient(settings)
+        try:
+            return await check_server(client, patient=args.patient)
+        finally:
+            await client.aclose()
+
+    checks = asyncio.run(run())
+    for check in checks:
+        mark = "ok  " if check.ok else ("FAIL" if check.required else "warn")
+        print(f"{mark} {check.name}: {check.detail}")
+    return 0 if all(c.ok or not c.required for c in checks) else 1
 
 
 def _profiles(args: argparse.Namespace) -> int:

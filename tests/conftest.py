@@ -16,6 +16,7 @@ import pytest
 
 from service.config import Settings, load_settings
 from service.demo import seed, start_fhir_server
+from service.documents.profiles import load_profiles
 from service.transcription.engine import Transcriber
 from service.transcription.models import resolve_model
 
@@ -142,15 +143,36 @@ def stop_server(server: RunningServer) -> None:
         server.process.kill()
 
 
-@dataclass
 class FhirServer:
+    """A real FHIR server for the tests, seeded with the demo resources. Tests that take `fhir_server` run against
+    every kind in FHIR_KINDS: sekmet-fhir (PyPI) and HAPI FHIR JPA (Maven Central, tests/hapi)."""
+
+    kind: str
     base: str
-    port: int
-    process: subprocess.Popen[bytes]
-    work_dir: Path
 
     def restart(self) -> None:
-        """Stop and start again on the same port (in memory: re-seeded)."""
+        """Stop and start again on the same port (in memory, so re-seeded)."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def search(self, resource_type: str, **params: str) -> list[dict]:
+        bundle = httpx.get(f"{self.base}/{resource_type}", params=params, timeout=30).json()
+        return [e["resource"] for e in bundle.get("entry", [])]
+
+
+class SekmetFhir(FhirServer):
+    kind = "sekmet"
+
+    def __init__(self, work_dir: Path) -> None:
+        self.port = free_port()
+        self.work_dir = work_dir
+        self.base = f"http://127.0.0.1:{self.port}/fhir"
+        self.process = start_fhir_server(self.port, work_dir)
+        seed(self.base)
+
+    def restart(self) -> None:
         self.stop()
         self.process = start_fhir_server(self.port, self.work_dir)
         seed(self.base)
@@ -159,30 +181,62 @@ class FhirServer:
         self.process.terminate()
         self.process.wait(timeout=10)
 
-    def search(self, resource_type: str, **params: str) -> list[dict]:
-        bundle = httpx.get(f"{self.base}/{resource_type}", params=params, timeout=10).json()
-        return [e["resource"] for e in bundle.get("entry", [])]
+
+class HapiFhir(FhirServer):
+    kind = "hapi"
+
+    def __init__(self, work_dir: Path) -> None:
+        from tests.support.hapi import HapiServer, build
+
+        build()
+        self._server = HapiServer(log_path=work_dir / "hapi.log")
+        self._server.start()
+        self.base = self._server.base
+        self._prepare()
+
+    def _prepare(self) -> None:
+        seed(self.base)
+        for profile in load_profiles():  # our StructureDefinitions, so HAPI validates against them
+            response = httpx.put(f"{self.base}/StructureDefinition/{profile['id']}", json=profile, timeout=60,
+                                 headers={"Content-Type": "application/fhir+json"})
+            assert response.status_code in (200, 201), response.text
+
+    def restart(self) -> None:
+        port = self._server.port
+        self._server.stop()
+        self._server.start(port=port)
+        self._prepare()
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def log(self) -> str:
+        return self._server.log()
 
 
-def start_fhir(tmp_path_factory: pytest.TempPathFactory, name: str) -> FhirServer:
-    port = free_port()
-    work_dir = tmp_path_factory.mktemp(name)
-    fhir = FhirServer(f"http://127.0.0.1:{port}/fhir", port, start_fhir_server(port, work_dir), work_dir)
-    seed(fhir.base)
-    return fhir
+FHIR_KINDS = ["sekmet"]  # "hapi" joins when tests/hapi builds and passes
 
 
-@pytest.fixture(scope="session")
-def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> FhirServer:
-    """sekmet-fhir (pinned, PyPI) on 127.0.0.1, in memory, strict validation, seeded with the demo resources."""
-    fhir = start_fhir(tmp_path_factory, "fhir")
+@pytest.fixture(scope="session", params=FHIR_KINDS)
+def fhir_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> FhirServer:
+    kind = request.param
+    fhir = (SekmetFhir if kind == "sekmet" else HapiFhir)(tmp_path_factory.mktemp(f"fhir-{kind}"))
     yield fhir
     fhir.stop()
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory, fhir_server: FhirServer) -> RunningServer:
-    running = start_server(tmp_path_factory.mktemp("server") / "server.log", **TEST_LIMITS,
+def server(tmp_path_factory: pytest.TempPathFactory) -> RunningServer:
+    """The service for stage tests that need no FHIR server (transcription, sections, limits, privacy)."""
+    running = start_server(tmp_path_factory.mktemp("server") / "server.log", **TEST_LIMITS)
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture(scope="session")
+def fhir_service(tmp_path_factory: pytest.TempPathFactory, fhir_server: FhirServer) -> RunningServer:
+    """The service writing to `fhir_server` (one per FHIR server kind)."""
+    running = start_server(tmp_path_factory.mktemp(f"service-{fhir_server.kind}") / "server.log", **TEST_LIMITS,
                            SCRIBE_FHIR__BASE_URL=fhir_server.base)
     yield running
     stop_server(running)

@@ -73,3 +73,21 @@ def test_dictate_against_an_unreachable_server_prints_the_draft(dictation):
     assert "FHIR server unavailable: cannot reach the FHIR server" in result.stderr
     draft = json.loads(result.stdout)
     assert draft["context"]["patient"] == "p1" and "chest pain" in draft["text"].lower()
+
+
+def test_check_a_fhir_server(fhir_server):
+    from service.demo import DEMO_PATIENT
+
+    result = run_cli("check", "--fhir-base", fhir_server.base, "--patient", DEMO_PATIENT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"ok   reachable: {fhir_server.base}") and "FHIR 4.0.1" in lines[0]
+    for name in ("transactions", "conditional create", "search by identifier", "AuditEvent create", "credentials"):
+        assert any(line.startswith(f"ok   {name}:") for line in lines), result.stdout
+
+
+def test_check_an_unreachable_server():
+    from tests.conftest import free_port
+
+    result = run_cli("check", "--fhir-base", f"http://127.0.0.1:{free_port()}/fhir")
+    assert result.returncode == 1 and result.stdout.startswith("FAIL reachable: cannot reach the FHIR server")

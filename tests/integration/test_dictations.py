@@ -13,6 +13,12 @@ from tests.support.fhir_validation import errors
 from tests.support.profiles import violations
 from tests.support.wer import wer
 
+@pytest.fixture(scope="module")
+def server(fhir_service):
+    """Here the service writes to the parametrized FHIR server (sekmet-fhir and HAPI)."""
+    return fhir_service
+
+
 FORM = {"patient": DEMO_PATIENT, "encounter": DEMO_ENCOUNTER, "author": f"Practitioner/{DEMO_PRACTITIONER}"}
 
 
