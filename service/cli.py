@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from service.config import ConfigError, Settings, load_settings
+from service.config import ConfigError, FhirSettings, Settings, load_settings
 from service.errors import ScribeError
 from service.transcription.render import MEDIA_TYPES
 
@@ -109,15 +109,9 @@ def _transcribe(args: argparse.Namespace) -> int:
     from service.logs import configure_logging
     from service.transcription.render import render
 
-    settings = load_settings()
-    if args.model:
-        settings = _with(settings, model=args.model)
+    settings = _settings_with_model(args)
     configure_logging("WARNING")
-    try:
-        data = args.file.read_bytes()
-    except OSError as exc:
-        print(f"fhir-scribe: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
-        return 1
+    data = _read_input(args.file)
     audio = decode(data, settings.audio)
     transcriber = load_transcriber(settings)
     options = transcriber.default_options()
@@ -142,10 +136,9 @@ def _sections(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     try:
-        text = args.file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        print(f"fhir-scribe: cannot read {args.file} as UTF-8 text: {exc}", file=sys.stderr)
-        return 1
+        text = _read_input(args.file).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{args.file} is not UTF-8 text") from None
     note = Sectioner.from_file(settings.sections.rules_file).structure(text)
     if args.format == "json":
         sys.stdout.write(note.model_dump_json(indent=2) + "\n")
@@ -173,17 +166,10 @@ def _dictate(args: argparse.Namespace) -> int:
     from service.sections.worker import SectionsWorker
     from service.transcription.pool import TranscriptionPool
 
-    settings = load_settings()
-    if args.model:
-        settings = _with(settings, model=args.model)
-    fhir_updates = {k: v for k, v in (("base_url", args.fhir_base), ("bearer_token", args.token)) if v}
-    settings = settings.model_copy(update={"fhir": settings.fhir.model_copy(update=fhir_updates)})
+    settings = _settings_with_model(args)
+    settings = settings.model_copy(update={"fhir": _fhir_settings(settings.fhir, args)})
     configure_logging("WARNING")
-    try:
-        data = args.file.read_bytes()
-    except OSError as exc:
-        print(f"fhir-scribe: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
-        return 1
+    data = _read_input(args.file)
     ctx = DictationContext(patient=args.patient, encounter=args.encounter, author=args.author,
                            note_type=args.note_type or settings.fhir.default_note_type)
     request = uuid.uuid4().hex
@@ -232,9 +218,7 @@ def _check(args: argparse.Namespace) -> int:
     from service.logs import configure_logging
 
     configure_logging("ERROR")  # the report is the output
-    settings = load_settings().fhir
-    settings = settings.model_copy(update={k: v for k, v in (("base_url", args.fhir_base),
-                                                              ("bearer_token", args.token)) if v})
+    settings = _fhir_settings(load_settings().fhir, args)
 
     async def run() -> list:
         client = FhirClient(settings)
@@ -261,6 +245,28 @@ def _profiles(args: argparse.Namespace) -> int:
         target.write_text(json.dumps(profile, indent=2) + "\n")
         print(f"{target}  {profile['url']}")
     return 0
+
+
+class InputError(ScribeError):
+    status, slug, title = 400, "input", "Cannot read the input"
+
+
+def _read_input(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _settings_with_model(args: argparse.Namespace) -> Settings:
+    settings = load_settings()
+    if args.model:
+        settings = _with(settings, model=args.model)
+    return settings
+
+
+def _fhir_settings(fhir: FhirSettings, args: argparse.Namespace) -> FhirSettings:
+    return fhir.model_copy(update={k: v for k, v in (("base_url", args.fhir_base), ("bearer_token", args.token)) if v})
 
 
 def _with(settings: Settings, **transcription: object) -> Settings:

@@ -46,18 +46,24 @@ def start_fhir_server(port: int, work_dir: Path, log_path: Path | None = None,
     out = log_path.open("wb") if log_path else subprocess.DEVNULL
     process = subprocess.Popen([sys.executable, "-m", "sekmet.cli", "serve", "-c", str(config)], cwd=work_dir,
                                env={**os.environ, "SEKMET_DB": ":memory:"}, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}/fhir"
-    deadline = time.monotonic() + 60
+    wait_until_ready(process, f"http://127.0.0.1:{port}/fhir/metadata", "the FHIR server")
+    return process
+
+
+def wait_until_ready(process: subprocess.Popen[bytes], url: str, what: str, timeout_s: float = 60) -> None:
+    """Poll ``url`` until it answers 200; a process that exits or a timeout raises, naming ``what``."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the FHIR server exited with {process.returncode}")
+            raise RuntimeError(f"{what} exited with {process.returncode}")
         try:
-            if httpx.get(f"{base}/metadata", timeout=1).status_code == 200:
-                return process
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
         except httpx.TransportError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
     process.kill()
-    raise RuntimeError("the FHIR server did not start within 60 s")
+    raise RuntimeError(f"{what} did not answer {url} within {timeout_s:g} s")
 
 
 def seed(base_url: str, token: str | None = None) -> None:

@@ -48,10 +48,10 @@ class DictationService:
             deferred = unreachable
         audio = await asyncio.to_thread(decode, audio_bytes, self.settings.audio)
         dictated_at = datetime.now(timezone.utc)
-        progress = None
-        if on_progress is not None:
-            def progress(segment: Segment) -> None:
+        def progress(segment: Segment) -> None:
+            if on_progress is not None:
                 on_progress(min(segment.end, audio.duration_s), audio.duration_s)
+
         transcript = await self.pool.transcribe(audio, self.pool.transcriber.default_options(), on_segment=progress)
         note = await self.sections.structure(transcript.text)
         draft = Draft(

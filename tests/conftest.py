@@ -7,7 +7,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import httpx
 import pytest
 
 from service.config import Settings, load_settings
-from service.demo import seed, start_fhir_server
+from service.demo import seed, start_fhir_server, wait_until_ready
 from service.documents.profiles import load_profiles
 from service.transcription.engine import Transcriber
 from service.transcription.models import resolve_model
@@ -121,18 +120,11 @@ def start_server(log_path: Path, **env: str) -> RunningServer:
     process = subprocess.Popen([sys.executable, "-m", "service", "serve"], cwd=REPO, env=environment,
                                stdout=log_file, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return RunningServer(url, process, log_path)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"server not ready in 60 s:\n{log_path.read_text()}")
+    try:
+        wait_until_ready(process, url + "/readyz", "the service")
+    except RuntimeError as failure:
+        raise RuntimeError(f"{failure}:\n{log_path.read_text()}") from None
+    return RunningServer(url, process, log_path)
 
 
 def stop_server(server: RunningServer) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import ExitStack
-
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import ValidationError
 from starlette.responses import JSONResponse
@@ -64,19 +62,23 @@ def _written(result: WriteResult, draft: Draft) -> JSONResponse:
                         headers={"Location": result.document_reference_url, "Cache-Control": "no-store"})
 
 
+async def _draft_upload(request: Request, doc_status: str, idempotency_key: str | None, pool: TranscriptionPool,
+                        settings: Settings, dictations: DictationService, principal: Principal | None) -> Draft:
+    """Upload -> authorized context -> draft, holding a transcription slot from before the body is read."""
+    with pool.admission():
+        audio, ctx = await _read_dictation(request, settings, principal)
+        return await dictations.draft(audio, ctx, doc_status=doc_status, idempotency_key=idempotency_key,
+                                      request_id=request_id.get() or "")
+
+
 @router.post("/v1/dictations", openapi_extra={"requestBody": _FORM}, status_code=201,
              summary="Dictate a note: transcribe, structure and write it to the EHR (docStatus preliminary)")
 async def create_dictation(request: Request, idempotency_key: str | None = _IDEMPOTENCY,
                            pool: TranscriptionPool = Depends(get_pool), settings: Settings = Depends(get_settings),
                            dictations: DictationService = Depends(get_dictations),
                            principal: Principal | None = Depends(authenticated)) -> JSONResponse:
-    with ExitStack() as held:
-        held.enter_context(pool.admission())
-        audio, ctx = await _read_dictation(request, settings, principal)
-        rid = request_id.get() or ""
-        draft = await dictations.draft(audio, ctx, doc_status="preliminary", idempotency_key=idempotency_key,
-                                       request_id=rid)
-    result = await dictations.commit(draft, request_id=rid, from_client=False)
+    draft = await _draft_upload(request, "preliminary", idempotency_key, pool, settings, dictations, principal)
+    result = await dictations.commit(draft, request_id=request_id.get() or "", from_client=False)
     return _written(result, draft)
 
 
@@ -86,11 +88,7 @@ async def draft_dictation(request: Request, idempotency_key: str | None = _IDEMP
                           pool: TranscriptionPool = Depends(get_pool), settings: Settings = Depends(get_settings),
                           dictations: DictationService = Depends(get_dictations),
                           principal: Principal | None = Depends(authenticated)) -> JSONResponse:
-    with ExitStack() as held:
-        held.enter_context(pool.admission())
-        audio, ctx = await _read_dictation(request, settings, principal)
-        draft = await dictations.draft(audio, ctx, doc_status="final", idempotency_key=idempotency_key,
-                                       request_id=request_id.get() or "")
+    draft = await _draft_upload(request, "final", idempotency_key, pool, settings, dictations, principal)
     return JSONResponse(draft.model_dump(mode="json"), headers={"Cache-Control": "no-store"})
 
 

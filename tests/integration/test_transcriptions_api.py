@@ -1,6 +1,5 @@
 """The OpenAI-compatible endpoint over real HTTP, driven by the real ``openai`` SDK where a client would use it."""
 
-import json
 
 import httpx
 import openai
