@@ -8,9 +8,10 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the tests need: ffmpeg derives every audio format from the fixtures, strace proves no file is
-# written. (espeak-ng, festival and festvox-us-slt-hts are only needed to rebuild the speech fixtures.)
-TEST_APT := ffmpeg strace
+# What the tests need from Debian, as command:package. ffmpeg derives every audio format from the fixtures, strace
+# proves no file is written, Java + Maven build the HAPI FHIR test server, Node + npm run FHIR.js and the OIDC
+# server. (espeak-ng, festival and festvox-us-slt-hts are only needed to rebuild the speech fixtures.)
+TEST_APT := ffmpeg:ffmpeg strace:strace java:openjdk-17-jdk-headless mvn:maven node:nodejs npm:npm
 
 .PHONY: serve test install system-deps bench
 
@@ -41,7 +42,7 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 system-deps:
-	@missing=""; for tool in $(TEST_APT); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	@missing=""; for pair in $(TEST_APT); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \

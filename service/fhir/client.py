@@ -47,6 +47,13 @@ class FhirBadGateway(ScribeError):
     status, slug, title = 502, "fhir-error", "FHIR server error"
 
 
+class FhirConflict(ScribeError):
+    """409 on a conditional create: a concurrent writer holds the same identifier (HAPI answers HAPI-2745). Worth a
+    retry, which searches for the identifier first and finds that writer's note."""
+
+    status, slug, title = 503, "fhir-conflict", "FHIR server busy with the same note"
+
+
 class FhirRejected(ScribeError):
     """The server understood the request and refused it (validation, business rule, conflict)."""
 
@@ -147,8 +154,10 @@ class FhirClient:
             return FhirUnavailable(f"the FHIR server answered {status}{said}")
         if status == 504:
             return FhirTimeout(f"the FHIR server answered 504{said}")
-        if status in (400, 409, 412, 422):
-            error: ScribeError = FhirRejected(f"the FHIR server answered {status}{said}")
+        if status == 409:
+            error: ScribeError = FhirConflict(f"the FHIR server answered 409{said}")
+        elif status in (400, 412, 422):
+            error = FhirRejected(f"the FHIR server answered {status}{said}")
         elif status in (401, 403):
             error = FhirBadGateway(f"the FHIR server refused fhir-scribe's credentials ({status}){said}")
         else:

@@ -61,6 +61,7 @@ def test_dictation_lands_in_the_ehr(server, fhir_server, dictation):
     for resource in (doc, audit):
         assert errors(resource) == []
         assert violations(resource) == []
+        assert fhir_server.validation_errors(resource) == []
 
 
 def test_same_dictation_twice_is_one_note(server, fhir_server, dictation):
@@ -82,6 +83,7 @@ def test_review_then_commit(server, fhir_server, dictation):
                                                                    f"{body['identifier']['value']}")
     for resource in body["resources"].values():
         assert errors(resource) == [] and violations(resource) == []
+        assert fhir_server.validation_errors(resource) == []
     # The clinician fixes a mis-heard dose during review.
     body["text"] = body["text"] + " Addendum: atorvastatin 40 milligrams."
     committed = httpx.post(server.url + "/v1/dictations/commit", json=body, timeout=60)
@@ -141,3 +143,28 @@ def test_bad_idempotency_key(server, dictation):
 def test_commit_of_a_malformed_draft(server):
     assert_problem(httpx.post(server.url + "/v1/dictations/commit", json={"text": "x"}), 422, "invalid-request",
                    "body.identifier: Field required")
+
+
+@pytest.mark.parametrize("fhir_server", ["hapi"], indirect=True)  # $validate against our profiles is HAPI's
+def test_hapi_validates_against_our_uploaded_profiles(fhir_server):
+    """HAPI has our StructureDefinitions: a note without docStatus, or an audit with free text, is flagged."""
+    from service.config import load_settings
+    from service.documents.draft import AudioInfo, DictationContext, Draft, Identifier
+    from service.documents.resources import write_plan
+    from service.sections.note import StructuredNote
+    from datetime import datetime, timezone
+
+    settings = load_settings().fhir
+    draft = Draft(identifier=Identifier(system=settings.identifier_system, value="validate-1"),
+                  context=DictationContext(patient=DEMO_PATIENT, encounter=DEMO_ENCOUNTER,
+                                           author=f"Practitioner/{DEMO_PRACTITIONER}", note_type="11506-3"),
+                  doc_status="final", text="Plan: rest.", transcript="plan rest",
+                  note=StructuredNote(text="Plan: rest.", sections=[], findings=[]), language="en",
+                  audio=AudioInfo(sha256="0" * 64, duration_s=2.0, container="ogg"), model="tiny.en",
+                  model_revision="test", dictated_at=datetime.now(timezone.utc))
+    plan = write_plan(draft, settings, "req-v")
+    doc = {k: v for k, v in plan.document_reference.items() if k != "docStatus"}
+    assert any("docStatus" in e for e in fhir_server.validation_errors(doc))
+    audit = {**plan.audit_event, "entity": [{**plan.audit_event["entity"][0], "description": "Alex Testpatient"},
+                                            *plan.audit_event["entity"][1:]]}
+    assert any("daud-6" in e for e in fhir_server.validation_errors(audit))
