@@ -148,6 +148,20 @@ class AuthSettings(_Section):
     backend_services: BackendServicesSettings | None = None
 
 
+class SmartAppSettings(_Section):
+    """The SMART app the EHR launches (EHR launch or standalone), a public client using PKCE."""
+
+    client_id: str = "fhir-scribe"
+    scopes: str = "launch openid fhirUser patient/Patient.r patient/Encounter.r patient/DocumentReference.c"
+    standalone_scopes: str = "launch/patient openid fhirUser patient/Patient.r patient/DocumentReference.c"
+    # Where browsers reach fhir-scribe (redirect_uri = public_url + /smart/callback); null: from the request.
+    public_url: str | None = None
+    # base64url 32-byte AES-256-GCM keys; the first seals session cookies, all open them (rotation). Empty: the
+    # app is off.
+    session_keys: list[str] = []
+    launch_timeout_s: int = Field(600, gt=0)  # how long a launch may take from EHR to callback
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -165,6 +179,7 @@ class Settings(BaseSettings):
     sections: SectionsSettings = SectionsSettings()
     fhir: FhirSettings = FhirSettings()
     auth: AuthSettings = AuthSettings()
+    smart_app: SmartAppSettings = SmartAppSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod

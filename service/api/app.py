@@ -10,10 +10,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import __doc__ as service_doc
-from service.api import dictations, health, sections, transcriptions, wellknown
+from service.api import dictations, health, sections, smart, transcriptions, wellknown
 from service.api.middleware import RequestContextMiddleware
 from service.api.problems import install_problem_handlers
 from service.auth.backend import BackendServices
+from service.auth.session import SealedCookies, decode_key
+from service.auth.smart_app import SmartAppClient
 from service.auth.tokens import TokenValidator
 from service.config import ConfigError, Settings
 from service.logs import event
@@ -50,6 +52,7 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None,
         raise ConfigError("SCRIBE_AUTH__ISSUERS: auth is enabled but no trusted issuer is configured; "
                           "set SCRIBE_AUTH__ENABLED=false only for a local demo")
     backend = BackendServices(auth.backend_services, settings.fhir.base_url) if auth.backend_services else None
+    keys = [decode_key(k) for k in settings.smart_app.session_keys]  # a bad key stops start-up, named
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -57,6 +60,10 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None,
             event(log, "auth.DISABLED", level=logging.WARNING,
                   warning="authorization is OFF: every /v1 endpoint is open; for a local demo only")
         app.state.tokens = TokenValidator(auth) if auth.enabled else None
+        app.state.smart_app = None
+        if app.state.tokens is not None and keys:
+            app.state.smart_app = (SmartAppClient(settings.smart_app, settings.fhir.base_url, app.state.tokens),
+                                   SealedCookies(keys))
         app.state.sections = SectionsWorker(sectioner or Sectioner.from_file(settings.sections.rules_file))
         pool = TranscriptionPool(transcriber or load_transcriber(settings))
         fhir = FhirClient(settings.fhir, service_token=backend.token if backend else None)
@@ -70,6 +77,8 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None,
         pool.shutdown()
         app.state.sections.shutdown()
         await fhir.aclose()
+        if app.state.smart_app is not None:
+            await app.state.smart_app[0].aclose()
         if app.state.tokens is not None:
             await app.state.tokens.aclose()
         if backend is not None:
@@ -79,6 +88,7 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None,
     app.state.settings = settings
     app.state.pool = None
     app.state.tokens = None
+    app.state.smart_app = None
     app.state.backend = backend
     install_problem_handlers(app)
     app.add_middleware(RequestContextMiddleware)
@@ -87,4 +97,5 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None,
     app.include_router(transcriptions.router)
     app.include_router(sections.router)
     app.include_router(dictations.router)
+    app.include_router(smart.router)
     return app

@@ -4,21 +4,55 @@ FHIR server."""
 
 from __future__ import annotations
 
+import hmac
+from typing import Any
+from urllib.parse import urlsplit
+
 from fastapi import Request
 
+from service.auth.errors import Forbidden, InvalidToken
 from service.auth.principal import Principal
 from service.documents.draft import DictationContext
 from service.fhir.client import on_behalf_of
 
 
+SESSION_COOKIE = "scribe_session"
+_SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
 async def authenticated(request: Request) -> Principal | None:
-    """The caller's Principal; None only when auth is disabled (local demo)."""
+    """The caller's Principal; None only when auth is disabled (local demo). A bearer header (API clients) or the
+    SMART app's session cookie (the page), which also needs the CSRF token on state-changing requests."""
     validator = request.app.state.tokens
     if validator is None:
         return None
-    principal = await validator.principal(request.headers.get("authorization"))
+    authorization = request.headers.get("authorization")
+    if authorization is None and SESSION_COOKIE in request.cookies:
+        session = open_session(request)
+        if request.method not in _SAFE_METHODS:
+            csrf_checked(request, session)
+        authorization = f"Bearer {session['access_token']}"
+    principal = await validator.principal(authorization)
     request.state.principal = principal
     return principal
+
+
+def open_session(request: Request) -> dict[str, Any]:
+    cookies = request.app.state.smart_app[1] if request.app.state.smart_app else None
+    session = cookies.open("session", request.cookies.get(SESSION_COOKIE)) if cookies else None
+    if session is None:
+        raise InvalidToken("the app session is missing, expired or not valid: launch the app again from the EHR")
+    return session
+
+
+def csrf_checked(request: Request, session: dict[str, Any]) -> None:
+    """Same-origin (Origin header, when the browser sends one) and the session's CSRF token in X-CSRF-Token."""
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+        raise Forbidden("cross-origin request refused")
+    token = request.headers.get("x-csrf-token", "")
+    if not hmac.compare_digest(token, session.get("csrf", "")):
+        raise Forbidden("missing or wrong X-CSRF-Token")
 
 
 def authorize_dictation(request: Request, principal: Principal | None, requested: DictationContext) -> DictationContext:

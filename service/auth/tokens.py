@@ -119,6 +119,25 @@ class TokenValidator:
         if not {a.rstrip("/") for a in audiences} & {a.rstrip("/") for a in issuer.audiences}:
             raise self._refuse("the token is not meant for this service (aud)")
 
+    async def id_token_claims(self, id_token: str, client_id: str, nonce: str) -> dict[str, Any]:
+        """An OpenID id_token from a trusted issuer, for this client, answering this login's nonce."""
+        header, unverified = _peek(id_token)
+        issuer = self._issuers.get(str(unverified.get("iss", "")).rstrip("/"))
+        if issuer is None:
+            raise self._refuse("the id_token's issuer is not trusted")
+        keys = await issuer.keys(header.get("kid"))
+        try:
+            claims = jwt.decode(id_token, keys, algorithms=list(self.settings.algorithms)).claims
+            JWTClaimsRegistry(leeway=self.settings.leeway_s, exp={"essential": True}).validate(claims)
+        except JoseError as exc:
+            raise self._refuse(f"id_token check failed ({exc.error})") from None
+        audiences = claims.get("aud")
+        if client_id not in ([audiences] if isinstance(audiences, str) else list(audiences or [])):
+            raise self._refuse("the id_token is not for this app")
+        if not nonce or claims.get("nonce") != nonce:
+            raise self._refuse("the id_token does not answer this login (nonce)")
+        return claims
+
     async def _from_introspection(self, token: str) -> Principal:
         for issuer in self._issuers.values():
             config = issuer.config.introspection

@@ -25,6 +25,7 @@ class Faults:
     delay_s: float = 0.0  # wait this long before forwarding matching requests
     only_method: str | None = "POST"  # which requests the faults apply to (None = all)
     hide_transactions: bool = False  # rewrite the CapabilityStatement as a server without transactions
+    smart_configuration: dict | None = None  # serve this at .well-known/smart-configuration (the EHR's AS)
     seen: list[str] = field(default_factory=list)  # "METHOD path status" of every request
     authorizations: list[str | None] = field(default_factory=list)  # the Authorization header of every request
 
@@ -65,6 +66,8 @@ class FaultProxy:
         faults = self.faults
         path = request.url.path.removeprefix("/fhir") or "/"
         faults.authorizations.append(request.headers.get("authorization"))
+        if path == "/.well-known/smart-configuration" and faults.smart_configuration is not None:
+            return Response(json.dumps(faults.smart_configuration), media_type="application/json")
         applies = faults.only_method in (None, request.method)
         if applies and faults.fail_next > 0:
             faults.fail_next -= 1

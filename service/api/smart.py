@@ -1,0 +1,80 @@
+"""SMART App Launch routes: /smart/launch -> EHR's authorize -> /smart/callback -> session cookie -> /app/.
+
+Thin: the launch logic is service/auth/smart_app.py, the sealing service/auth/session.py."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from service.api.security import SESSION_COOKIE, csrf_checked, open_session
+from service.auth.smart_app import LaunchFailed
+from service.errors import ScribeError
+
+router = APIRouter(tags=["SMART app"])
+LAUNCH_COOKIE = "scribe_launch"
+
+
+class AppOff(ScribeError):
+    status, slug, title = 404, "app-off", "SMART app not configured"
+
+
+def _app(request: Request):  # type: ignore[no-untyped-def]
+    app = request.app.state.smart_app
+    if app is None:
+        raise AppOff("the SMART app needs auth enabled and smart_app.session_keys configured")
+    return app
+
+
+def _redirect_uri(request: Request) -> str:
+    public = request.app.state.settings.smart_app.public_url
+    return f"{(public or str(request.base_url)).rstrip('/')}/smart/callback"
+
+
+def _cookie(response: Response, name: str, value: str, max_age: int, path: str = "/") -> None:
+    response.set_cookie(name, value, max_age=max_age, path=path, httponly=True, secure=True, samesite="lax")
+
+
+@router.get("/smart/launch", summary="SMART launch URL (EHR launch with iss + launch; standalone with iss)")
+async def launch(request: Request, iss: str, launch: str | None = None) -> RedirectResponse:
+    smart_app, cookies = _app(request)
+    authorize_url, pending = await smart_app.begin(iss, launch, _redirect_uri(request))
+    ttl = request.app.state.settings.smart_app.launch_timeout_s
+    response = RedirectResponse(authorize_url, status_code=302)
+    _cookie(response, LAUNCH_COOKIE, cookies.seal("launch", pending, ttl), ttl, path="/smart/callback")
+    return response
+
+
+@router.get("/smart/callback", summary="SMART redirect URI")
+async def callback(request: Request, code: str | None = None, state: str | None = None, error: str | None = None,
+                   error_description: str | None = None) -> RedirectResponse:
+    smart_app, cookies = _app(request)
+    if error:
+        raise LaunchFailed(f"the EHR did not authorize the app: {error} {error_description or ''}".strip())
+    pending = cookies.open("launch", request.cookies.get(LAUNCH_COOKIE))
+    if pending is None:
+        raise LaunchFailed("no launch in progress in this browser (expired, or started elsewhere)")
+    if not code or not state:
+        raise LaunchFailed("the callback lacks code or state")
+    session = await smart_app.complete(pending, code, state)
+    ttl = max(int(session["expires_at"] - __import__("time").time()), 1)
+    response = RedirectResponse("/app/", status_code=303)
+    _cookie(response, SESSION_COOKIE, cookies.seal("session", session, ttl), ttl)
+    response.delete_cookie(LAUNCH_COOKIE, path="/smart/callback")
+    return response
+
+
+@router.get("/smart/session", summary="The launch context for the page (no tokens)")
+async def session(request: Request) -> JSONResponse:
+    data = open_session(request)
+    return JSONResponse({k: data.get(k) for k in ("patient", "encounter", "fhir_user", "need_patient_banner",
+                                                   "smart_style_url", "csrf", "expires_at")},
+                        headers={"Cache-Control": "no-store"})
+
+
+@router.post("/smart/logout", summary="End the app session")
+async def logout(request: Request) -> Response:
+    csrf_checked(request, open_session(request))
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
