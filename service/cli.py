@@ -182,13 +182,13 @@ def _dictate(args: argparse.Namespace) -> int:
         bar = tqdm(total=1.0, unit="s", file=sys.stderr, desc="transcribing",
                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s audio")
 
-        def progress(done: float, total: float) -> None:
+        def progress(segment, total: float) -> None:  # type: ignore[no-untyped-def]
             bar.total = round(total, 1)
-            bar.update(round(done - bar.n, 1))
+            bar.update(round(min(segment.end, total) - bar.n, 1))
 
         try:
             draft = await service.draft(data, ctx, doc_status="preliminary", idempotency_key=args.idempotency_key,
-                                        request_id=request, on_progress=progress)
+                                        request_id=request, on_segment=progress)
             bar.update(bar.total - bar.n)
             bar.close()
             result = await service.commit(draft, request_id=request, from_client=False)

@@ -35,9 +35,10 @@ class DictationService:
 
     async def draft(self, audio_bytes: bytes, ctx: DictationContext, *, doc_status: str,
                     idempotency_key: str | None, request_id: str,
-                    on_progress: Callable[[float, float], None] | None = None) -> Draft:
+                    on_segment: Callable[[Segment, float], None] | None = None) -> Draft:
         """Transcribe and structure. A wrong patient or encounter stops here, before any transcription; an
-        unreachable EHR does not: the caller still gets the draft, with the error, to commit later."""
+        unreachable EHR does not: the caller still gets the draft, with the error, to commit later.
+        ``on_segment(segment, audio_duration_s)`` is called on the worker thread as each segment is decoded."""
         self.check_note_type(ctx.note_type)
         deferred: ScribeError | None = None
         try:
@@ -48,11 +49,12 @@ class DictationService:
             deferred = unreachable
         audio = await asyncio.to_thread(decode, audio_bytes, self.settings.audio)
         dictated_at = datetime.now(timezone.utc)
-        def progress(segment: Segment) -> None:
-            if on_progress is not None:
-                on_progress(min(segment.end, audio.duration_s), audio.duration_s)
+        def segment_decoded(segment: Segment) -> None:  # on the worker thread
+            if on_segment is not None:
+                on_segment(segment, audio.duration_s)
 
-        transcript = await self.pool.transcribe(audio, self.pool.transcriber.default_options(), on_segment=progress)
+        transcript = await self.pool.transcribe(audio, self.pool.transcriber.default_options(),
+                                                on_segment=segment_decoded)
         note = await self.sections.structure(transcript.text)
         draft = Draft(
             identifier=dictation_identifier(self.settings.fhir.identifier_system, idempotency_key, audio.sha256, ctx,

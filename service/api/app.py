@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import __doc__ as service_doc
-from service.api import dictations, health, sections, smart, transcriptions, wellknown
+from service.api import app_page, dictations, health, sections, smart, transcriptions, wellknown
 from service.api.middleware import RequestContextMiddleware
 from service.api.problems import install_problem_handlers
 from service.auth.backend import BackendServices
@@ -98,4 +98,5 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None,
     app.include_router(sections.router)
     app.include_router(dictations.router)
     app.include_router(smart.router)
+    app.include_router(app_page.router)
     return app

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import ExitStack
+
 from fastapi import APIRouter, Depends, Header, Request
+from fastapi.encoders import jsonable_encoder
 from pydantic import ValidationError
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from service.api.deps import get_dictations, get_pool, get_settings
 from service.api.multipart import read_form
@@ -14,10 +20,11 @@ from service.auth.principal import Principal
 from service.config import Settings
 from service.dictation import DictationService
 from service.documents.draft import DictationContext, Draft
-from service.errors import Unprocessable
+from service.errors import ScribeError, Unprocessable
 from service.fhir.writer import WriteResult
 from service.logs import request_id
 from service.transcription.pool import TranscriptionPool
+from service.transcription.transcript import Segment
 
 router = APIRouter(tags=["dictations"], dependencies=[Depends(authenticated)])
 
@@ -71,6 +78,49 @@ async def _draft_upload(request: Request, doc_status: str, idempotency_key: str 
                                       request_id=request_id.get() or "")
 
 
+async def _draft_events(request: Request, idempotency_key: str | None, pool: TranscriptionPool, settings: Settings,
+                        dictations: DictationService, principal: Principal | None) -> StreamingResponse:
+    """The same draft as server-sent events: `segment` as each is decoded, then `draft` (or `error`, carrying
+    the draft when there is one). The upload is read before the stream starts; the slot is held until it ends."""
+    held = ExitStack()
+    with held:
+        held.enter_context(pool.admission())
+        audio, ctx = await _read_dictation(request, settings, principal)
+        rid = request_id.get() or ""
+        admission = held.pop_all()
+
+    async def events() -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[dict | None] = asyncio.Queue()
+
+        def on_segment(segment: Segment, duration_s: float) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, {"type": "segment", "text": segment.text,
+                                                         "start": segment.start, "end": segment.end,
+                                                         "duration": duration_s})
+
+        async def produce() -> None:
+            try:
+                draft = await dictations.draft(audio, ctx, doc_status="final", idempotency_key=idempotency_key,
+                                               request_id=rid, on_segment=on_segment)
+                await queue.put({"type": "draft", "draft": draft.model_dump(mode="json")})
+            except ScribeError as failure:
+                problem = {"type": failure.type_uri, "title": failure.title, "status": failure.status,
+                           "detail": failure.detail, "request_id": rid, **jsonable_encoder(failure.extras)}
+                await queue.put({"type": "error", "problem": problem})
+            finally:
+                await queue.put(None)
+
+        with admission:
+            task = asyncio.create_task(produce())
+            try:
+                while (item := await queue.get()) is not None:
+                    yield f"event: {item['type']}\ndata: {json.dumps(item)}\n\n"
+            finally:
+                await task if task.done() else task.cancel()
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+
 @router.post("/v1/dictations", openapi_extra={"requestBody": _FORM}, status_code=201,
              summary="Dictate a note: transcribe, structure and write it to the EHR (docStatus preliminary)")
 async def create_dictation(request: Request, idempotency_key: str | None = _IDEMPOTENCY,
@@ -83,11 +133,14 @@ async def create_dictation(request: Request, idempotency_key: str | None = _IDEM
 
 
 @router.post("/v1/dictations/draft", openapi_extra={"requestBody": _FORM}, response_model=Draft,
-             summary="Transcribe and structure for review; nothing is written")
+             summary="Transcribe and structure for review; nothing is written (Accept: text/event-stream streams "
+                     "segments as they are decoded, then the draft)")
 async def draft_dictation(request: Request, idempotency_key: str | None = _IDEMPOTENCY,
                           pool: TranscriptionPool = Depends(get_pool), settings: Settings = Depends(get_settings),
                           dictations: DictationService = Depends(get_dictations),
-                          principal: Principal | None = Depends(authenticated)) -> JSONResponse:
+                          principal: Principal | None = Depends(authenticated)) -> Response:
+    if "text/event-stream" in request.headers.get("accept", ""):
+        return await _draft_events(request, idempotency_key, pool, settings, dictations, principal)
     draft = await _draft_upload(request, "final", idempotency_key, pool, settings, dictations, principal)
     return JSONResponse(draft.model_dump(mode="json"), headers={"Cache-Control": "no-store"})
 

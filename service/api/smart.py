@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from service.api.security import SESSION_COOKIE, csrf_checked, open_session
 from service.auth.smart_app import LaunchFailed
 from service.errors import ScribeError
+from service.fhir.client import on_behalf_of
 
 router = APIRouter(tags=["SMART app"])
 LAUNCH_COOKIE = "scribe_launch"
@@ -70,6 +71,24 @@ async def session(request: Request) -> JSONResponse:
     return JSONResponse({k: data.get(k) for k in ("patient", "encounter", "fhir_user", "need_patient_banner",
                                                    "smart_style_url", "csrf", "expires_at")},
                         headers={"Cache-Control": "no-store"})
+
+
+@router.get("/smart/context", summary="Patient banner and encounter, read from the EHR as the user")
+async def context(request: Request) -> JSONResponse:
+    data = open_session(request)
+    client = request.app.state.dictations.writer.client
+    on_behalf_of.set(data["access_token"])  # the EHR decides what this user may see
+    patient = await client.read("Patient", data["patient"]) if data.get("patient") else None
+    encounter = await client.read("Encounter", data["encounter"]) if data.get("encounter") else None
+    name = ((patient or {}).get("name") or [{}])[0]
+    banner = {
+        "patient_name": " ".join([*name.get("given", []), name.get("family", "")]).strip() or None,
+        "birth_date": (patient or {}).get("birthDate"),
+        "identifier": (((patient or {}).get("identifier") or [{}])[0]).get("value"),
+        "encounter": " ".join(filter(None, [((encounter or {}).get("class") or {}).get("display"),
+                                            (encounter or {}).get("status")])) or None,
+    }
+    return JSONResponse(banner, headers={"Cache-Control": "no-store"})
 
 
 @router.post("/smart/logout", summary="End the app session")

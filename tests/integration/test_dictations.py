@@ -1,6 +1,7 @@
 """Dictation -> note in a real FHIR server (sekmet-fhir over HTTP), end to end through the running service."""
 
 import base64
+import json
 import concurrent.futures
 import uuid
 
@@ -168,3 +169,33 @@ def test_hapi_validates_against_our_uploaded_profiles(fhir_server):
     audit = {**plan.audit_event, "entity": [{**plan.audit_event["entity"][0], "description": "Alex Testpatient"},
                                             *plan.audit_event["entity"][1:]]}
     assert any("daud-6" in e for e in fhir_server.validation_errors(audit))
+
+
+def test_draft_streams_segments_then_the_draft(server, dictation):
+    events = []
+    with httpx.stream("POST", server.url + "/v1/dictations/draft", files={"file": ("a.ogg", dictation.audio)},
+                      data=FORM, headers={"Accept": "text/event-stream"}, timeout=120) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+    kinds = [e["type"] for e in events]
+    assert kinds[-1] == "draft" and kinds.count("segment") >= 3 and set(kinds[:-1]) == {"segment"}
+    heard = "".join(e["text"] for e in events if e["type"] == "segment").strip()
+    assert events[-1]["draft"]["transcript"] == heard
+    assert all(0 <= e["start"] <= e["end"] <= e["duration"] + 0.5 for e in events[:-1])
+
+
+def test_streamed_draft_reports_an_unreachable_ehr_with_the_draft(tmp_path, dictation):
+    from tests.conftest import TEST_LIMITS, free_port, start_server, stop_server
+
+    lonely = start_server(tmp_path / "server.log", **TEST_LIMITS, SCRIBE_FHIR__RETRIES="0",
+                          SCRIBE_FHIR__BASE_URL=f"http://127.0.0.1:{free_port()}/fhir")
+    try:
+        with httpx.stream("POST", lonely.url + "/v1/dictations/draft", files={"file": ("a.ogg", dictation.audio)},
+                          data=FORM, headers={"Accept": "text/event-stream"}, timeout=120) as response:
+            events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
+    finally:
+        stop_server(lonely)
+    assert events[-1]["type"] == "error" and events[-1]["problem"]["status"] == 503
+    assert "chest pain" in events[-1]["problem"]["draft"]["text"].lower()  # nothing lost

@@ -1,0 +1,32 @@
+"""Serves the SMART app's page (service/web/static) under a strict Content-Security-Policy."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.responses import FileResponse, Response
+
+from service.errors import ScribeError
+from service.web import STATIC
+
+router = APIRouter(tags=["SMART app"], include_in_schema=False)
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+       "media-src 'self' blob:; object-src 'none'; base-uri 'none'; form-action 'self'")
+_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-cache"}
+_FILES = {"app.js": "text/javascript", "app.css": "text/css"}
+
+
+class NoSuchFile(ScribeError):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+@router.get("/app/")
+async def page() -> Response:
+    return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8", headers=_HEADERS)
+
+
+@router.get("/app/static/{name}")
+async def static(name: str) -> Response:
+    if name not in _FILES:  # a fixed list: no path from the request ever reaches the file system
+        raise NoSuchFile(f"no file {name!r}")
+    return FileResponse(STATIC / name, media_type=_FILES[name], headers=_HEADERS)

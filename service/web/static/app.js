@@ -1,0 +1,175 @@
+// fhir-scribe dictation page. Talks only to its own origin; the session is an HttpOnly cookie the page cannot
+// read, and every state-changing request carries the CSRF token from /smart/session. The draft lives in memory
+// until the chart has it: a failed send keeps it on the page with a retry.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { csrf: "", draft: null, recorder: null, chunks: [], started: 0, paused: 0, timer: null };
+
+async function api(path, options = {}) {
+  const headers = { "X-CSRF-Token": state.csrf, ...(options.headers || {}) };
+  return fetch(path, { credentials: "same-origin", ...options, headers });
+}
+
+function say(text) { $("status").textContent = text; }
+
+function fail(problem) {
+  const box = $("error");
+  box.textContent = `${problem.title || "Error"}: ${problem.detail || "unknown error"}`;
+  box.hidden = false;
+}
+
+function clearError() { $("error").hidden = true; $("retry").hidden = true; }
+
+async function start() {
+  const session = await fetch("/smart/session", { credentials: "same-origin" });
+  if (!session.ok) { fail(await session.json()); return; }
+  const context = await session.json();
+  state.csrf = context.csrf;
+  if (context.need_patient_banner) {
+    const response = await fetch("/smart/context", { credentials: "same-origin" });
+    if (response.ok) {
+      const c = await response.json();
+      $("patient-name").textContent = c.patient_name || context.patient;
+      $("patient-dob").textContent = c.birth_date || "unknown";
+      $("patient-identifier").textContent = c.identifier || context.patient;
+      $("encounter").textContent = c.encounter || "";
+      $("banner").hidden = false;
+    }
+  }
+  $("record").addEventListener("click", record);
+  $("pause").addEventListener("click", () => { state.recorder.pause(); state.paused = Date.now(); buttons("paused"); });
+  $("resume").addEventListener("click", () => {
+    state.started += Date.now() - state.paused; state.recorder.resume(); buttons("recording");
+  });
+  $("stop").addEventListener("click", () => state.recorder.stop());
+  $("upload").addEventListener("change", (event) => { if (event.target.files[0]) transcribe(event.target.files[0]); });
+  $("send").addEventListener("click", send);
+  $("retry").addEventListener("click", send);
+  say("Ready to dictate.");
+}
+
+function buttons(mode) {
+  $("record").disabled = mode !== "idle";
+  $("pause").disabled = mode !== "recording";
+  $("resume").disabled = mode !== "paused";
+  $("stop").disabled = mode === "idle";
+}
+
+async function record() {
+  clearError();
+  const stream = await navigator.mediaDevices.getUserMedia(
+    { audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false } });
+  const audio = new AudioContext();
+  const analyser = audio.createAnalyser();
+  audio.createMediaStreamSource(stream).connect(analyser);
+  const samples = new Float32Array(analyser.fftSize);
+  state.chunks = [];
+  state.recorder = new MediaRecorder(stream, { mimeType: "audio/webm;codecs=opus" });
+  state.recorder.ondataavailable = (event) => { if (event.data.size) state.chunks.push(event.data); };
+  state.recorder.onstop = () => {
+    clearInterval(state.timer);
+    stream.getTracks().forEach((track) => track.stop());
+    audio.close();
+    buttons("idle");
+    transcribe(new Blob(state.chunks, { type: "audio/webm" }));
+  };
+  state.started = Date.now();
+  state.timer = setInterval(() => {
+    analyser.getFloatTimeDomainData(samples);
+    $("level").value = Math.min(1, Math.sqrt(samples.reduce((sum, x) => sum + x * x, 0) / samples.length) * 4);
+    if (state.recorder.state === "recording") {
+      const seconds = Math.floor((Date.now() - state.started) / 1000);
+      $("elapsed").textContent = `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
+    }
+  }, 200);
+  state.recorder.start(1000);
+  buttons("recording");
+  say("Recording.");
+}
+
+async function transcribe(blob) {
+  clearError();
+  say("Transcribing...");
+  $("live").textContent = "";
+  const form = new FormData();
+  form.append("file", blob, "dictation");
+  form.append("note_type", $("note-type").value);
+  const response = await api("/v1/dictations/draft", { method: "POST", body: form,
+                                                       headers: { Accept: "text/event-stream" } });
+  if (!response.ok) { fail(await response.json()); say(""); return; }
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "", heard = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      const data = block.split("\n").find((line) => line.startsWith("data: "));
+      if (!data) continue;
+      const message = JSON.parse(data.slice(6));
+      if (message.type === "segment") { heard += message.text; await showSections(heard); }
+      if (message.type === "draft") review(message.draft);
+      if (message.type === "error") {
+        fail(message.problem);
+        if (message.problem.draft) review(message.problem.draft);  // nothing dictated is lost
+      }
+    }
+  }
+}
+
+async function showSections(text) {
+  const response = await api("/v1/sections", { method: "POST", body: JSON.stringify({ text }),
+                                               headers: { "Content-Type": "application/json" } });
+  const live = $("live");
+  if (!response.ok) { live.textContent = text; return; }
+  const note = await response.json();
+  live.textContent = "";
+  for (const section of note.sections) {
+    if (section.category) {
+      const heading = document.createElement("h3");
+      heading.textContent = section.title;
+      live.append(heading);
+    }
+    const body = document.createElement("p");
+    body.textContent = section.text;
+    live.append(body);
+  }
+}
+
+function review(draft) {
+  state.draft = draft;
+  $("note-text").value = draft.text;
+  $("review").hidden = false;
+  say("Review the note, then send it to the chart.");
+}
+
+async function send() {
+  clearError();
+  const draft = { ...state.draft, text: $("note-text").value };
+  say("Sending...");
+  $("send").disabled = true;
+  try {
+    const response = await api("/v1/dictations/commit", {
+      method: "POST", body: JSON.stringify(draft), headers: { "Content-Type": "application/json" } });
+    const body = await response.json();
+    if (response.ok) {
+      say(`Sent to the chart: DocumentReference/${body.document_reference_id}`);
+      return;
+    }
+    fail(body);
+  } catch (error) {
+    fail({ title: "Network error", detail: String(error) });
+  } finally {
+    $("send").disabled = false;
+  }
+  state.draft = draft;  // keep the clinician's edits
+  $("retry").hidden = false;
+  say("Not sent. The note is still here; retry when the chart is reachable.");
+}
+
+document.addEventListener("DOMContentLoaded", start);
