@@ -105,3 +105,20 @@ def test_send_fails_keeps_the_draft_then_retry_succeeds_once(browser, service, o
     assert len(fhir_server.search("DocumentReference",
                                   identifier=f"{identifier['system']}|{identifier['value']}")) == 1
     print(f"screenshots: {tmp_path}")
+
+
+def test_readable_at_200_percent_zoom_and_keyboard_reachable(browser, service, oidc, proxy, tmp_path):
+    """At 200% zoom (a 1280 px window showing 640 CSS px) nothing needs horizontal scrolling, every control has
+    a label, and Tab reaches the recorder."""
+    page = browser.new_context(viewport={"width": 640, "height": 900}, device_scale_factor=2).new_page()
+    launch_app(page, service, oidc, proxy, tmp_path)
+    page.screenshot(path=tmp_path / "6-zoom-200.png", full_page=True)
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    for control in ("note-type", "level", "upload", "note-text"):
+        assert page.locator(f"label[for='{control}']").count() == 1
+    focused = []
+    for _ in range(4):
+        page.keyboard.press("Tab")
+        focused.append(page.evaluate("document.activeElement.id"))
+    assert "note-type" in focused and "record" in focused
+    print(f"screenshots: {tmp_path}")
