@@ -265,6 +265,28 @@ def fhir_service(tmp_path_factory: pytest.TempPathFactory, fhir_server: FhirServ
     stop_server(running)
 
 
+@pytest.fixture(scope="module")
+def proxy(fhir_server: FhirServer):
+    """A fault-injecting, recording proxy in front of the FHIR server (one per test module)."""
+    from tests.support.fault_proxy import FaultProxy
+
+    running = FaultProxy(fhir_server.base, free_port()).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def oidc(proxy):
+    """npm oidc-provider as the EHR's SMART authorization server, issuing tokens for the FHIR base (the proxy),
+    which advertises it at .well-known/smart-configuration as an EHR does."""
+    from tests.support.oidc import OidcServer
+
+    server = OidcServer(fhir_audience=proxy.url).start()
+    proxy.faults.smart_configuration = server.smart_configuration()
+    yield server
+    server.stop()
+
+
 def require_tool(name: str) -> str:
     path = shutil.which(name)
     assert path, f"{name} is required for the tests (installed by .ci/run / make test)"

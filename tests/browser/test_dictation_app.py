@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from service.demo import DEMO_ENCOUNTER, DEMO_PATIENT
-from tests.integration.test_smart_launch import DOCTOR, oidc, proxy, service  # noqa: F401 (fixtures)
+from tests.integration.test_smart_launch import DOCTOR, service  # noqa: F401 (the app-enabled service fixture)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 EDIT = " Addendum by the clinician: atorvastatin 40 milligrams."

@@ -15,28 +15,13 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from service.demo import DEMO_ENCOUNTER, DEMO_PATIENT, DEMO_PRACTITIONER, OTHER_ENCOUNTER, OTHER_PATIENT
-from tests.conftest import TEST_LIMITS, free_port, start_server, stop_server
-from tests.support.fault_proxy import FaultProxy
+from tests.conftest import TEST_LIMITS, start_server, stop_server
 from tests.support.oidc import OidcServer
 
 SERVICE_AUDIENCE = "http://fhir-scribe.test"
 SCOPES = "openid fhirUser patient/Patient.r patient/Encounter.r patient/DocumentReference.c"
 DOCTOR = f"Practitioner/{DEMO_PRACTITIONER}"
 SERVICE_TOKEN = "scribe-service-identity"  # fhir-scribe's own (sandbox) identity towards the FHIR server
-
-
-@pytest.fixture(scope="module")
-def proxy(fhir_server):
-    running = FaultProxy(fhir_server.base, free_port()).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def oidc(proxy):
-    server = OidcServer(fhir_audience=proxy.url).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

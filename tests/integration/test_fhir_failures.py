@@ -13,10 +13,9 @@ from service.documents.resources import WritePlan
 from service.errors import ScribeError
 from service.fhir.client import FhirClient, FhirRejected, outcome_issues, parse_location
 from service.fhir.writer import NoteWriter
-from tests.conftest import TEST_LIMITS, free_port, start_server, stop_server
+from tests.conftest import TEST_LIMITS, start_server, stop_server
 from tests.integration.test_bad_requests import assert_problem
 from tests.integration.test_dictations import FORM
-from tests.support.fault_proxy import FaultProxy
 
 FAST_RETRIES = {"SCRIBE_FHIR__RETRIES": "2", "SCRIBE_FHIR__BACKOFF_S": "0.05", "SCRIBE_FHIR__TIMEOUT_S": "2"}
 
@@ -25,13 +24,6 @@ FAST_RETRIES = {"SCRIBE_FHIR__RETRIES": "2", "SCRIBE_FHIR__BACKOFF_S": "0.05", "
 def fhir(fhir_server):
     """The session's FHIR server of each kind (sekmet-fhir, HAPI): failures are the client's to handle alike."""
     return fhir_server
-
-
-@pytest.fixture(scope="module")
-def proxy(fhir):
-    running = FaultProxy(fhir.base, free_port()).start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture(scope="module")

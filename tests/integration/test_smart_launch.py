@@ -11,27 +11,10 @@ import httpx
 import pytest
 
 from service.demo import DEMO_ENCOUNTER, DEMO_PATIENT, DEMO_PRACTITIONER
-from tests.conftest import TEST_LIMITS, free_port, start_server, stop_server
-from tests.support.fault_proxy import FaultProxy
-from tests.support.oidc import OidcServer
+from tests.conftest import TEST_LIMITS, start_server, stop_server
 
 DOCTOR = f"Practitioner/{DEMO_PRACTITIONER}"
 KEYS = [secrets.token_urlsafe(32), secrets.token_urlsafe(32)]
-
-
-@pytest.fixture(scope="module")
-def proxy(fhir_server):
-    running = FaultProxy(fhir_server.base, free_port()).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def oidc(proxy):
-    server = OidcServer(fhir_audience=proxy.url).start()
-    proxy.faults.smart_configuration = server.smart_configuration()  # the EHR's FHIR base names its AS
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
