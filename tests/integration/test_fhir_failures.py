@@ -26,20 +26,23 @@ def fhir(fhir_server):
     return fhir_server
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory, proxy):
+def _service_for(tmp_path_factory, fhir_base: str):
     running = start_server(tmp_path_factory.mktemp("svc") / "server.log", **TEST_LIMITS, **FAST_RETRIES,
-                           SCRIBE_FHIR__BASE_URL=proxy.url)
+                           SCRIBE_FHIR__BASE_URL=fhir_base)
     yield running
     stop_server(running)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, proxy):
+    """Writes through the fault-injecting proxy."""
+    yield from _service_for(tmp_path_factory, proxy.url)
 
 
 @pytest.fixture(scope="module")
 def direct_service(tmp_path_factory, fhir):
-    running = start_server(tmp_path_factory.mktemp("direct") / "server.log", **TEST_LIMITS, **FAST_RETRIES,
-                           SCRIBE_FHIR__BASE_URL=fhir.base)
-    yield running
-    stop_server(running)
+    """Writes straight to the FHIR server (which a test stops and restarts)."""
+    yield from _service_for(tmp_path_factory, fhir.base)
 
 
 @pytest.fixture(autouse=True)
