@@ -152,14 +152,21 @@ class SmartAppSettings(_Section):
     """The SMART app the EHR launches (EHR launch or standalone), a public client using PKCE."""
 
     client_id: str = "fhir-scribe"
-    scopes: str = "launch openid fhirUser patient/Patient.r patient/Encounter.r patient/DocumentReference.c"
-    standalone_scopes: str = "launch/patient openid fhirUser patient/Patient.r patient/DocumentReference.c"
+    # online_access: a refresh token for as long as the clinician is signed in to the EHR, so a session outlives
+    # a short access token; without one granted, the session ends when the access token does.
+    scopes: str = ("launch openid fhirUser online_access patient/Patient.r patient/Encounter.r "
+                   "patient/DocumentReference.c")
+    standalone_scopes: str = ("launch/patient openid fhirUser online_access patient/Patient.r "
+                              "patient/DocumentReference.c")
     # Where browsers reach fhir-scribe (redirect_uri = public_url + /smart/callback); null: from the request.
     public_url: str | None = None
     # base64url 32-byte AES-256-GCM keys; the first seals session cookies, all open them (rotation). Empty: the
     # app is off.
     session_keys: list[str] = []
     launch_timeout_s: int = Field(600, gt=0)  # how long a launch may take from EHR to callback
+    # The longest an app session lives with refresh tokens (a clinical shift); the page refreshes before each
+    # access token expires.
+    session_max_s: int = Field(43200, gt=0)
 
 
 class LoggingSettings(_Section):

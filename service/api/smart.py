@@ -4,13 +4,17 @@ Thin: the launch logic is service/auth/smart_app.py, the sealing service/auth/se
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from service.api.security import SESSION_COOKIE, csrf_checked, open_session
+from service.auth.errors import InvalidToken
 from service.auth.smart_app import LaunchFailed
 from service.errors import ScribeError
 from service.fhir.client import on_behalf_of
+from service.web.style import stylesheet
 
 router = APIRouter(tags=["SMART app"])
 LAUNCH_COOKIE = "scribe_launch"
@@ -58,18 +62,48 @@ async def callback(request: Request, code: str | None = None, state: str | None 
     if not code or not state:
         raise LaunchFailed("the callback lacks code or state")
     session = await smart_app.complete(pending, code, state)
-    ttl = max(int(session["expires_at"] - __import__("time").time()), 1)
     response = RedirectResponse("/app/", status_code=303)
-    _cookie(response, SESSION_COOKIE, cookies.seal("session", session, ttl), ttl)
+    _session_cookie(request, response, session)
     response.delete_cookie(LAUNCH_COOKIE, path="/smart/callback")
     return response
+
+
+def _session_cookie(request: Request, response: Response, session: dict) -> None:
+    """With a refresh token the session may last a shift (the page refreshes each access token before it
+    expires); without one it ends with its access token."""
+    ttl = int(session["expires_at"] - time.time())
+    if session.get("refresh_token"):
+        ttl = max(ttl, request.app.state.settings.smart_app.session_max_s)
+    _cookie(response, SESSION_COOKIE, _app(request)[1].seal("session", session, max(ttl, 1)), max(ttl, 1))
+
+
+@router.post("/smart/refresh", summary="Renew the session's access token with its refresh token")
+async def refresh(request: Request) -> JSONResponse:
+    smart_app, _ = _app(request)
+    session = open_session(request)
+    csrf_checked(request, session)
+    if not session.get("refresh_token"):
+        raise InvalidToken("the EHR granted no refresh token (scope online_access): launch the app again")
+    renewed = await smart_app.refresh(session)
+    response = JSONResponse({"expires_at": renewed["expires_at"]}, headers={"Cache-Control": "no-store"})
+    _session_cookie(request, response, renewed)
+    return response
+
+
+@router.get("/smart/style.css", summary="The EHR's SMART style (smart_style_url) as CSS variables for the page")
+async def style(request: Request) -> Response:
+    smart_app, cookies = _app(request)
+    session = cookies.open("session", request.cookies.get(SESSION_COOKIE)) or {}
+    return Response(stylesheet(await smart_app.style(session)), media_type="text/css",
+                    headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
 
 @router.get("/smart/session", summary="The launch context for the page (no tokens)")
 async def session(request: Request) -> JSONResponse:
     data = open_session(request)
     return JSONResponse({k: data.get(k) for k in ("patient", "encounter", "fhir_user", "need_patient_banner",
-                                                   "smart_style_url", "csrf", "expires_at")},
+                                                   "smart_style_url", "csrf", "expires_at")}
+                        | {"refreshable": bool(data.get("refresh_token"))},
                         headers={"Cache-Control": "no-store"})
 
 

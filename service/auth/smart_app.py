@@ -14,7 +14,7 @@ import hmac
 import secrets
 import time
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 
@@ -64,15 +64,9 @@ class SmartAppClient:
         """Check state, exchange the code, validate what came back; the session to seal into the cookie."""
         if not hmac.compare_digest(pending.get("state", ""), state):
             raise LaunchFailed("the callback's state does not match this browser's launch")
-        try:
-            response = await self._http.post(pending["token_endpoint"], data={
-                "grant_type": "authorization_code", "code": code, "redirect_uri": pending["redirect_uri"],
-                "client_id": self.settings.client_id, "code_verifier": pending["verifier"]})
-            tokens = response.json()
-        except (httpx.HTTPError, ValueError):
-            raise LaunchFailed("the EHR's token endpoint did not answer") from None
-        if response.status_code != 200 or "access_token" not in tokens:
-            raise LaunchFailed(f"the EHR refused the code: {tokens.get('error_description') or tokens.get('error')}")
+        tokens = await self._token_request(pending["token_endpoint"], {
+            "grant_type": "authorization_code", "code": code, "redirect_uri": pending["redirect_uri"],
+            "client_id": self.settings.client_id, "code_verifier": pending["verifier"]}, LaunchFailed)
         try:
             principal = await self.validator.principal(f"Bearer {tokens['access_token']}")
             identity = await self.validator.id_token_claims(tokens.get("id_token", ""), self.settings.client_id,
@@ -81,13 +75,53 @@ class SmartAppClient:
             raise LaunchFailed(f"the EHR's tokens are not acceptable: {refused.detail}") from None
         fhir_user = principal.fhir_user or identity.get("fhirUser")
         return {
-            "access_token": tokens["access_token"], "refresh_token": tokens.get("refresh_token"),
-            "expires_at": time.time() + float(tokens.get("expires_in", 300)),
+            **_token_fields(tokens), "token_endpoint": pending["token_endpoint"],
             "patient": tokens.get("patient") or principal.patient, "encounter": tokens.get("encounter") or principal.encounter,
             "fhir_user": fhir_user, "scope": tokens.get("scope", ""),
             "need_patient_banner": bool(tokens.get("need_patient_banner", False)),
             "smart_style_url": tokens.get("smart_style_url"), "csrf": secrets.token_urlsafe(32),
         }
+
+    async def refresh(self, session: dict[str, Any]) -> dict[str, Any]:
+        """The session with a new access token from its refresh token. The launch context stays the one the
+        clinician launched with: a refreshed token naming another patient or user ends the session instead."""
+        tokens = await self._token_request(session["token_endpoint"], {
+            "grant_type": "refresh_token", "refresh_token": session["refresh_token"],
+            "client_id": self.settings.client_id}, InvalidToken)
+        principal = await self.validator.principal(f"Bearer {tokens['access_token']}")
+        for key, value in (("patient", tokens.get("patient") or principal.patient),
+                           ("encounter", tokens.get("encounter") or principal.encounter),
+                           ("fhir_user", principal.fhir_user)):
+            if value and session.get(key) and value != session[key]:
+                raise InvalidToken("the refreshed token is for another launch context: launch the app again")
+        return {**session, **_token_fields(tokens), "refresh_token": tokens.get("refresh_token")
+                or session["refresh_token"], "scope": tokens.get("scope", session["scope"])}
+
+    async def style(self, session: dict[str, Any]) -> Any:
+        """The launch's SMART style document, or None. Fetched only from the EHR's own hosts (its FHIR server's
+        or its token endpoint's), in a short time: the page must not wait on it or be pointed elsewhere."""
+        url = session.get("smart_style_url")
+        hosts = {urlsplit(self.fhir_base_url).netloc, urlsplit(session.get("token_endpoint", "")).netloc}
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") \
+                or urlsplit(url).netloc not in hosts:
+            return None
+        try:
+            response = await self._http.get(url, timeout=2)
+            return response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+
+    async def _token_request(self, endpoint: str, form: dict[str, str],
+                             failure: type[ScribeError]) -> dict[str, Any]:
+        try:
+            response = await self._http.post(endpoint, data=form)
+            tokens = response.json()
+        except (httpx.HTTPError, ValueError):
+            raise failure("the EHR's token endpoint did not answer") from None
+        if response.status_code != 200 or not isinstance(tokens, dict) or "access_token" not in tokens:
+            error = tokens.get("error_description") or tokens.get("error") if isinstance(tokens, dict) else None
+            raise failure(f"the EHR's token endpoint refused: {error or response.status_code}")
+        return tokens
 
     async def _smart_configuration(self) -> dict[str, Any]:
         try:
@@ -97,6 +131,11 @@ class SmartAppClient:
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
             raise LaunchFailed("cannot read the EHR's .well-known/smart-configuration") from None
         return config
+
+
+def _token_fields(tokens: dict[str, Any]) -> dict[str, Any]:
+    return {"access_token": tokens["access_token"], "refresh_token": tokens.get("refresh_token"),
+            "expires_at": time.time() + float(tokens.get("expires_in", 300))}
 
 
 def _challenge(verifier: str) -> str:

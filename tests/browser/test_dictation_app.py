@@ -7,6 +7,7 @@ Screenshots of each screen are saved under the test's temporary directory (path 
 import base64
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -39,9 +40,9 @@ def browser(microphone):
         chromium.close()
 
 
-def launch_app(page, service, oidc, proxy, shots):
+def launch_app(page, service, oidc, proxy, shots, **launch):
     launch_id = oidc.launch(patient=DEMO_PATIENT, encounter=DEMO_ENCOUNTER, fhir_user=DOCTOR,
-                            need_patient_banner=True)
+                            need_patient_banner=True, **launch)
     page.goto(f"{service.url}/smart/launch?iss={proxy.url}&launch={launch_id}")
     page.fill('input[name="login"]', DOCTOR)  # the authorization server's login page
     page.fill('input[name="password"]', "any")
@@ -55,16 +56,23 @@ def launch_app(page, service, oidc, proxy, shots):
 
 def dictate(page, shots):
     page.click("#record")
-    page.wait_for_timeout(15_000)
+    started = time.monotonic()
+    # The live transcript appears while the clinician is still speaking (provisional, from pieces cut at pauses).
+    page.wait_for_selector("#live.provisional:has-text('chest pain')", timeout=14_000)
+    assert page.is_enabled("#stop") and page.is_disabled("#record")
     page.screenshot(path=shots / "2-recording.png", full_page=True)
+    page.wait_for_timeout(max(0.0, 15 - (time.monotonic() - started)) * 1000)
     page.click("#stop")
     page.wait_for_selector("#review:not([hidden])", timeout=90_000)
     page.screenshot(path=shots / "3-review.png", full_page=True)
 
 
 def test_launch_record_review_send(browser, service, oidc, proxy, fhir_server, tmp_path):
+    """Also: the EHR's style is applied, and access tokens living 10 s are renewed by the page all along."""
     page = browser.new_context().new_page()
-    launch_app(page, service, oidc, proxy, tmp_path)
+    launch_app(page, service, oidc, proxy, tmp_path, access_token_ttl=10,
+               smart_style_url=oidc.issuer + "/test/style.json")
+    assert page.locator("body").evaluate("b => getComputedStyle(b).backgroundColor") == "rgb(253, 246, 227)"
     banner = page.inner_text("#banner")
     assert "Alex Testpatient" in banner and "1968-04-02" in banner and "MRN-0001" in banner
     dictate(page, tmp_path)

@@ -4,6 +4,7 @@ The browser itself (the page, the microphone) is tested in tests/browser once th
 
 import json
 import secrets
+import time
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,7 +23,8 @@ def service(tmp_path_factory, oidc, proxy):
     running = start_server(tmp_path_factory.mktemp("smart") / "server.log", **TEST_LIMITS,
                            SCRIBE_AUTH__ENABLED="true", SCRIBE_FHIR__BASE_URL=proxy.url,
                            SCRIBE_AUTH__ISSUERS=json.dumps([{"issuer": oidc.issuer, "audiences": [proxy.url]}]),
-                           SCRIBE_SMART_APP__CLIENT_ID="scribe-app", SCRIBE_SMART_APP__SESSION_KEYS=json.dumps(KEYS))
+                           SCRIBE_SMART_APP__CLIENT_ID="scribe-app", SCRIBE_SMART_APP__SESSION_KEYS=json.dumps(KEYS),
+                           SCRIBE_AUTH__LEEWAY_S="1")  # so a 3-second token is expired 5 s later
     yield running
     stop_server(running)
 
@@ -109,6 +111,46 @@ def test_state_changing_requests_need_the_csrf_token_and_same_origin(service, oi
                             timeout=60)
     assert other_site.status_code == 403 and "cross-origin" in other_site.json()["detail"]
     assert proxy.faults.seen == []
+
+
+def test_the_session_outlives_its_access_token_by_refreshing(service, oidc, proxy):
+    launch_id = oidc.launch(patient=DEMO_PATIENT, encounter=DEMO_ENCOUNTER, fhir_user=DOCTOR, access_token_ttl=3)
+    cookie, query = launch(service, oidc, proxy, launch_id)
+    assert "online_access" in query["scope"][0].split()
+    jar = {"Cookie": f"scribe_session={cookie}"}
+    context = httpx.get(service.url + "/smart/session", headers=jar).json()
+    assert context["refreshable"] is True and context["expires_at"] - time.time() <= 3
+    csrf = {**jar, "X-CSRF-Token": context["csrf"], "Origin": service.url}
+    text = {"text": "Assessment. Stable."}
+    assert httpx.post(service.url + "/v1/sections", json=text, headers=csrf).status_code == 200
+    time.sleep(5)
+    expired = httpx.post(service.url + "/v1/sections", json=text, headers=csrf)
+    assert expired.status_code == 401 and "expired" in expired.json()["detail"]
+
+    refreshed = httpx.post(service.url + "/smart/refresh", headers=csrf)
+    assert refreshed.status_code == 200, refreshed.text
+    assert refreshed.json()["expires_at"] > context["expires_at"] + 4
+    renewed = set_cookies(refreshed)["scribe_session"]["scribe_session"]
+    assert int(renewed["max-age"]) >= 43200 - 5 and renewed["httponly"]  # smart_app.session_max_s
+    again = {**csrf, "Cookie": f"scribe_session={renewed.value}"}
+    assert httpx.post(service.url + "/v1/sections", json=text, headers=again).status_code == 200
+    assert httpx.get(service.url + "/smart/session", headers=again).json()["patient"] == DEMO_PATIENT
+    assert httpx.post(service.url + "/smart/refresh", headers=jar).status_code == 403  # CSRF applies
+
+
+def test_smart_style_url_becomes_the_pages_css_variables(service, oidc, proxy):
+    def stylesheet_for(style_url: str) -> str:
+        launch_id = oidc.launch(patient=DEMO_PATIENT, fhir_user=DOCTOR, smart_style_url=style_url)
+        cookie, _ = launch(service, oidc, proxy, launch_id)
+        response = httpx.get(service.url + "/smart/style.css", headers={"Cookie": f"scribe_session={cookie}"})
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/css")
+        return response.text
+
+    css = stylesheet_for(oidc.issuer + "/test/style.json")
+    assert "--bg: #fdf6e3;" in css and "--accent: #6c71c4;" in css and "--font-body: Georgia, serif;" in css
+    assert "display" not in css and "evil" not in css  # unknown keys never reach the page
+    assert stylesheet_for("http://192.0.2.1/style.json") == ""  # not the EHR's host: not even fetched
+    assert httpx.get(service.url + "/smart/style.css").text == ""  # no session: the page's own look
 
 
 @pytest.mark.parametrize("params, fragment", [

@@ -213,6 +213,11 @@ function configuration() {
       if (typeof context?.nbf_offset === 'number') claims.nbf = Math.floor(Date.now() / 1000) + context.nbf_offset;
       return claims;
     },
+    // SMART's online_access asks for a refresh token as well as offline_access does (App Launch 2, scopes).
+    async issueRefreshToken(ctx, client, code) {
+      return client.grantTypeAllowed('refresh_token')
+        && (code.scopes.has('offline_access') || code.scopes.has('online_access'));
+    },
     features: {
       devInteractions: { enabled: true },
       userinfo: { enabled: false },
@@ -237,7 +242,8 @@ function configuration() {
     },
     ttl: {
       // Per resource server (getResourceServerInfo's accessTokenTTL, e.g. a test's `?ttl=`), else one hour.
-      AccessToken: (ctx, token) => token.resourceServer?.accessTokenTTL || 3600,
+      // Test-only: a launch posted with access_token_ttl (seconds) gets short-lived tokens, refreshes included.
+      AccessToken: (ctx, token) => tokenContext(ctx)?.access_token_ttl || token.resourceServer?.accessTokenTTL || 3600,
       AuthorizationCode: 120,
       IdToken: 3600,
       RefreshToken: 24 * 3600,
@@ -288,6 +294,14 @@ function install(provider) {
     if (ctx.path === '/.well-known/smart-configuration' && ctx.method === 'GET') {
       ctx.set('Access-Control-Allow-Origin', '*');
       ctx.body = smartConfiguration(issuer);
+      return;
+    }
+    if (ctx.path === '/test/style.json' && ctx.method === 'GET') {
+      // A SMART style (App Launch 2: smart_style_url) with every colour changed, for the app's tests.
+      ctx.body = {
+        color_background: '#fdf6e3', color_text: '#002b36', color_highlight: '#6c71c4', color_error: '#dc322f',
+        dim_border_radius: '6px', font_family_body: 'Georgia, serif', evil: 'red; } body { display: none',
+      };
       return;
     }
     if (ctx.path === '/test/launch' && ctx.method === 'POST') {

@@ -4,7 +4,12 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { csrf: "", draft: null, recorder: null, chunks: [], started: 0, paused: 0, timer: null };
+const state = { csrf: "", draft: null, recorder: null, chunks: [], started: 0, paused: 0, timer: null,
+                preview: null, previewStarted: 0, heard: "", previews: Promise.resolve(), refreshAt: 0 };
+// The live transcript while recording comes from short pieces of the recording, each cut at a pause in speech
+// (or at the longest length) and transcribed as soon as it is cut. It is provisional: the note to review is
+// transcribed from the whole recording after Stop.
+const PIECE_MIN_MS = 4000, PIECE_MAX_MS = 10000, PAUSE_LEVEL = 0.04;
 
 async function api(path, options = {}) {
   const headers = { "X-CSRF-Token": state.csrf, ...(options.headers || {}) };
@@ -26,6 +31,7 @@ async function start() {
   if (!session.ok) { fail(await session.json()); return; }
   const context = await session.json();
   state.csrf = context.csrf;
+  if (context.refreshable) scheduleRefresh(context.expires_at);
   if (context.need_patient_banner) {
     const response = await fetch("/smart/context", { credentials: "same-origin" });
     if (response.ok) {
@@ -38,9 +44,13 @@ async function start() {
     }
   }
   $("record").addEventListener("click", record);
-  $("pause").addEventListener("click", () => { state.recorder.pause(); state.paused = Date.now(); buttons("paused"); });
+  $("pause").addEventListener("click", () => {
+    state.recorder.pause(); state.preview.pause(); state.paused = Date.now(); buttons("paused");
+  });
   $("resume").addEventListener("click", () => {
-    state.started += Date.now() - state.paused; state.recorder.resume(); buttons("recording");
+    const pausedFor = Date.now() - state.paused;
+    state.started += pausedFor; state.previewStarted += pausedFor;
+    state.recorder.resume(); state.preview.resume(); buttons("recording");
   });
   $("stop").addEventListener("click", () => state.recorder.stop());
   $("upload").addEventListener("change", (event) => { if (event.target.files[0]) transcribe(event.target.files[0]); });
@@ -48,6 +58,25 @@ async function start() {
   $("retry").addEventListener("click", send);
   say("Ready to dictate.");
 }
+
+// The session's access token is renewed (refresh token, server side) a little before it expires. Timers in a
+// hidden tab may be late, so a tab coming back into view checks too.
+function scheduleRefresh(expiresAt) {
+  const left = expiresAt * 1000 - Date.now();
+  state.refreshAt = Date.now() + Math.max(left - Math.min(120000, left / 2), 0);
+  clearTimeout(state.refreshTimer);
+  state.refreshTimer = setTimeout(refresh, state.refreshAt - Date.now());
+}
+
+async function refresh() {
+  const response = await api("/smart/refresh", { method: "POST" });
+  if (response.ok) { scheduleRefresh((await response.json()).expires_at); return; }
+  fail(await response.json());
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible" && state.refreshAt && Date.now() >= state.refreshAt) refresh();
+});
 
 function buttons(mode) {
   $("record").disabled = mode !== "idle";
@@ -69,23 +98,64 @@ async function record() {
   state.recorder.ondataavailable = (event) => { if (event.data.size) state.chunks.push(event.data); };
   state.recorder.onstop = () => {
     clearInterval(state.timer);
+    const preview = state.preview;
+    state.preview = null;  // the last piece is not transcribed: the whole recording is, now
+    if (preview.state !== "inactive") preview.stop();
     stream.getTracks().forEach((track) => track.stop());
     audio.close();
     buttons("idle");
     transcribe(new Blob(state.chunks, { type: "audio/webm" }));
   };
   state.started = Date.now();
+  state.heard = "";
+  $("live").textContent = "";
+  startPiece(stream);
   state.timer = setInterval(() => {
     analyser.getFloatTimeDomainData(samples);
-    $("level").value = Math.min(1, Math.sqrt(samples.reduce((sum, x) => sum + x * x, 0) / samples.length) * 4);
+    const level = Math.min(1, Math.sqrt(samples.reduce((sum, x) => sum + x * x, 0) / samples.length) * 4);
+    $("level").value = level;
     if (state.recorder.state === "recording") {
       const seconds = Math.floor((Date.now() - state.started) / 1000);
       $("elapsed").textContent = `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
+      const age = Date.now() - state.previewStarted;
+      if (age >= PIECE_MAX_MS || (age >= PIECE_MIN_MS && level < PAUSE_LEVEL)) {
+        state.preview.stop();
+        startPiece(stream);
+      }
     }
   }, 200);
   state.recorder.start(1000);
   buttons("recording");
-  say("Recording.");
+  say("Recording. The live transcript is provisional: the note is transcribed from the whole recording at Stop.");
+}
+
+function startPiece(stream) {
+  const piece = new MediaRecorder(stream, { mimeType: "audio/webm;codecs=opus" });
+  piece.ondataavailable = (event) => {
+    if (event.data.size && state.preview !== null) {
+      state.previews = state.previews.then(() => hearPiece(event.data));
+    }
+  };
+  piece.start();
+  state.preview = piece;
+  state.previewStarted = Date.now();
+}
+
+async function hearPiece(blob) {
+  const form = new FormData();
+  form.append("file", blob, "piece.webm");
+  form.append("prompt", state.heard.slice(-200));  // continuity across the cut
+  form.append("response_format", "json");
+  try {
+    const response = await api("/v1/audio/transcriptions", { method: "POST", body: form });
+    if (!response.ok || state.recorder.state === "inactive") return;
+    const text = (await response.json()).text.trim();
+    if (!text) return;
+    state.heard += (state.heard ? " " : "") + text;
+    await showSections(state.heard, true);
+  } catch (error) {
+    // The live view is a preview: a lost piece is still in the recording transcribed after Stop.
+  }
 }
 
 async function transcribe(blob) {
@@ -122,10 +192,11 @@ async function transcribe(blob) {
   }
 }
 
-async function showSections(text) {
+async function showSections(text, provisional = false) {
   const response = await api("/v1/sections", { method: "POST", body: JSON.stringify({ text }),
                                                headers: { "Content-Type": "application/json" } });
   const live = $("live");
+  live.classList.toggle("provisional", provisional);
   if (!response.ok) { live.textContent = text; return; }
   const note = await response.json();
   live.textContent = "";
