@@ -80,6 +80,21 @@ class SectionsSettings(_Section):
         return value if value.is_absolute() else CONFIG_DIR / value.expanduser()
 
 
+class VocabularySettings(_Section):
+    """Hearing the patient's own drugs and problems: names read from the chart bias the speech engine."""
+
+    enabled: bool = True
+    # The chart look-up runs while the audio is decoded; past this budget transcription goes on without it.
+    lookup_budget_ms: int = Field(500, gt=0, le=10_000)
+    # Up to this many terms go to Whisper's hotwords (measured: short lists help, a 76-word list broke base);
+    # a longer vocabulary goes to initial_prompt instead, cut at prompt_max_terms (0: never use the prompt).
+    hotwords_max_terms: int = Field(24, ge=0, le=60)
+    prompt_max_terms: int = Field(80, ge=0, le=150)
+    static_terms: list[str] = []  # e.g. a department's common drugs, merged after the patient's own
+    # A word this similar to a chart term, but not equal, is flagged for review (difflib ratio).
+    near_miss_ratio: float = Field(0.8, gt=0.5, lt=1.0)
+
+
 class FhirSettings(_Section):
     """The organization's FHIR server: the only place a note persists."""
 
@@ -148,16 +163,22 @@ class AuthSettings(_Section):
     backend_services: BackendServicesSettings | None = None
 
 
+_CHART_SCOPES = ("patient/MedicationRequest.rs patient/MedicationStatement.rs patient/AllergyIntolerance.rs "
+                 "patient/Condition.rs")
+
+
 class SmartAppSettings(_Section):
     """The SMART app the EHR launches (EHR launch or standalone), a public client using PKCE."""
 
     client_id: str = "fhir-scribe"
     # online_access: a refresh token for as long as the clinician is signed in to the EHR, so a session outlives
     # a short access token; without one granted, the session ends when the access token does.
+    # The four .rs scopes let the app read the patient's drugs, allergies and problems to hear them better
+    # (vocabulary); without them dictation works, unbiased.
     scopes: str = ("launch openid fhirUser online_access patient/Patient.r patient/Encounter.r "
-                   "patient/DocumentReference.c")
+                   "patient/DocumentReference.c " + _CHART_SCOPES)
     standalone_scopes: str = ("launch/patient openid fhirUser online_access patient/Patient.r "
-                              "patient/DocumentReference.c")
+                              "patient/DocumentReference.c " + _CHART_SCOPES)
     # Where browsers reach fhir-scribe (redirect_uri = public_url + /smart/callback); null: from the request.
     public_url: str | None = None
     # base64url 32-byte AES-256-GCM keys; the first seals session cookies, all open them (rotation). Empty: the
@@ -184,6 +205,7 @@ class Settings(BaseSettings):
     audio: AudioLimits = AudioLimits()
     transcription: TranscriptionSettings = TranscriptionSettings()
     sections: SectionsSettings = SectionsSettings()
+    vocabulary: VocabularySettings = VocabularySettings()
     fhir: FhirSettings = FhirSettings()
     auth: AuthSettings = AuthSettings()
     smart_app: SmartAppSettings = SmartAppSettings()

@@ -6,7 +6,8 @@ the EHR write fails, the error carries the whole draft so the caller can commit 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Collection
 from datetime import datetime, timezone
 
 from service.audio import decode
@@ -18,6 +19,10 @@ from service.fhir.writer import NoteWriter, WriteResult
 from service.sections.worker import SectionsWorker
 from service.transcription.pool import TranscriptionPool
 from service.transcription.transcript import Segment
+from service.vocabulary.bias import biased, fitted
+from service.vocabulary.chart import ChartReader
+from service.vocabulary.checks import review_flags
+from service.vocabulary.models import VocabularyUse
 
 
 class DictationService:
@@ -27,6 +32,7 @@ class DictationService:
         self.pool = pool
         self.sections = sections
         self.writer = writer
+        self.chart = ChartReader(writer.client, settings.vocabulary)
 
     def check_note_type(self, note_type: str) -> None:
         if note_type not in self.settings.fhir.note_types:
@@ -34,28 +40,39 @@ class DictationService:
             raise BadRequest(f"note type '{note_type}' is not one of {known}")
 
     async def draft(self, audio_bytes: bytes, ctx: DictationContext, *, doc_status: str,
-                    idempotency_key: str | None, request_id: str,
+                    idempotency_key: str | None, request_id: str, chart_readable: Collection[str] | None = None,
                     on_segment: Callable[[Segment, float], None] | None = None) -> Draft:
         """Transcribe and structure. A wrong patient or encounter stops here, before any transcription; an
         unreachable EHR does not: the caller still gets the draft, with the error, to commit later.
-        ``on_segment(segment, audio_duration_s)`` is called on the worker thread as each segment is decoded."""
+        The patient's chart vocabulary is read meanwhile (``chart_readable``: the resource types the caller may
+        search; None = no token). ``on_segment(segment, audio_duration_s)`` is called on the worker thread as
+        each segment is decoded."""
         self.check_note_type(ctx.note_type)
+        lookup = asyncio.create_task(self.chart.vocabulary(ctx.patient, chart_readable))
         deferred: ScribeError | None = None
         try:
-            await self.writer.check_context(ctx)
-        except Unprocessable:
+            try:
+                await self.writer.check_context(ctx)
+            except Unprocessable:
+                raise
+            except ScribeError as unreachable:
+                deferred = unreachable
+            audio = await asyncio.to_thread(decode, audio_bytes, self.settings.audio)
+        except BaseException:
+            lookup.cancel()
             raise
-        except ScribeError as unreachable:
-            deferred = unreachable
-        audio = await asyncio.to_thread(decode, audio_bytes, self.settings.audio)
+        chart = await lookup
+        engine, terms = fitted(chart.terms, self.settings.vocabulary)
+        options = biased(self.pool.transcriber.default_options(), engine, terms)
         dictated_at = datetime.now(timezone.utc)
         def segment_decoded(segment: Segment) -> None:  # on the worker thread
             if on_segment is not None:
                 on_segment(segment, audio.duration_s)
 
-        transcript = await self.pool.transcribe(audio, self.pool.transcriber.default_options(),
-                                                on_segment=segment_decoded)
+        transcript = await self.pool.transcribe(audio, options, on_segment=segment_decoded)
         note = await self.sections.structure(transcript.text)
+        vocabulary = VocabularyUse(status=chart.status, terms=len(terms), engine=engine, lookup_ms=chart.lookup_ms,
+                                   by_source=dict(Counter(t.source for t in terms)), reason=chart.reason)
         draft = Draft(
             identifier=dictation_identifier(self.settings.fhir.identifier_system, idempotency_key, audio.sha256, ctx,
                                             doc_status),
@@ -63,6 +80,8 @@ class DictationService:
             language=transcript.language,
             audio=AudioInfo(sha256=audio.sha256, duration_s=round(audio.duration_s, 3), container=audio.container),
             model=transcript.model, model_revision=transcript.model_revision, dictated_at=dictated_at,
+            vocabulary=vocabulary,
+            flags=review_flags(note.text, chart.terms, self.settings.vocabulary.near_miss_ratio),
         )
         plan = write_plan(draft, self.settings.fhir, request_id)
         draft.resources = {"DocumentReference": plan.document_reference, "AuditEvent": plan.audit_event}

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from service.api.deps import get_dictations, get_pool, get_settings
 from service.api.multipart import read_form
-from service.api.security import authenticated, authorize_dictation
+from service.api.security import authenticated, authorize_dictation, chart_readable
 from service.auth.errors import Forbidden
 from service.auth.principal import Principal
 from service.config import Settings
@@ -75,7 +75,7 @@ async def _draft_upload(request: Request, doc_status: str, idempotency_key: str 
     with pool.admission():
         audio, ctx = await _read_dictation(request, settings, principal)
         return await dictations.draft(audio, ctx, doc_status=doc_status, idempotency_key=idempotency_key,
-                                      request_id=request_id.get() or "")
+                                      request_id=request_id.get() or "", chart_readable=chart_readable(principal))
 
 
 async def _draft_events(request: Request, idempotency_key: str | None, pool: TranscriptionPool, settings: Settings,
@@ -101,7 +101,8 @@ async def _draft_events(request: Request, idempotency_key: str | None, pool: Tra
         async def produce() -> None:
             try:
                 draft = await dictations.draft(audio, ctx, doc_status="final", idempotency_key=idempotency_key,
-                                               request_id=rid, on_segment=on_segment)
+                                               request_id=rid, chart_readable=chart_readable(principal),
+                                               on_segment=on_segment)
                 await queue.put({"type": "draft", "draft": draft.model_dump(mode="json")})
             except ScribeError as failure:
                 problem = {"type": failure.type_uri, "title": failure.title, "status": failure.status,

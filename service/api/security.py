@@ -12,8 +12,10 @@ from fastapi import Request
 
 from service.auth.errors import Forbidden, InvalidToken
 from service.auth.principal import Principal
+from service.auth.scopes import allows
 from service.documents.draft import DictationContext
 from service.fhir.client import on_behalf_of
+from service.vocabulary.models import SOURCES
 
 
 SESSION_COOKIE = "scribe_session"
@@ -69,3 +71,8 @@ def authorize_dictation(request: Request, principal: Principal | None, requested
     if fhir_base in (a.rstrip("/") for a in principal.audiences):
         on_behalf_of.set(principal.token)  # the token was issued for the FHIR server: act as the user there
     return requested.model_copy(update={"patient": patient, "encounter": encounter, "author": author})
+
+
+def chart_readable(principal: Principal | None) -> set[str] | None:
+    """The chart resource types the caller may search, for the vocabulary look-up (None: auth is off)."""
+    return None if principal is None else {t for t in SOURCES if allows(principal.scopes, t, "s")}

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from service.errors import BadRequest
 from service.sections.note import StructuredNote
+from service.vocabulary.models import ReviewFlag, VocabularyUse
 
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _AUTHOR = re.compile(r"^(Practitioner|PractitionerRole)/[A-Za-z0-9\-.]{1,64}$")
@@ -68,6 +69,9 @@ class Draft(BaseModel):
     model: str
     model_revision: str
     dictated_at: datetime = Field(description="when the audio was received (end of dictation)")
+    vocabulary: VocabularyUse | None = Field(None, description="how the patient's chart biased the transcription")
+    flags: list[ReviewFlag] = Field(default_factory=list,
+                                    description="doses and drug names to check during review (never auto-corrected)")
     resources: dict[str, dict] = Field(default_factory=dict,
                                        description="what would be written (output only; rebuilt on commit)")
 

@@ -60,6 +60,12 @@ class FhirRejected(ScribeError):
     status, slug, title = 422, "fhir-rejected", "FHIR server rejected the request"
 
 
+class BatchRefused(ScribeError):
+    """The server does not process batch Bundles: ask the same things as separate requests."""
+
+    status, slug, title = 502, "fhir-batch-refused", "FHIR server refused a batch"
+
+
 @dataclass(frozen=True)
 class Location:
     type: str
@@ -95,7 +101,7 @@ class FhirClient:
         self.base_url = settings.base_url.rstrip("/")
         self._http = http or httpx.AsyncClient(timeout=settings.timeout_s)
         self._service_token = service_token
-        self._supports_transaction: bool | None = None
+        self._interactions: set[str] | None = None
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -174,21 +180,53 @@ class FhirClient:
             raise self.error_for(response)
         return _json(response)
 
-    async def search(self, resource_type: str, params: dict[str, str]) -> list[dict[str, Any]]:
+    async def search(self, resource_type: str, params: dict[str, str], *,
+                     includes: bool = False) -> list[dict[str, Any]]:
+        """The matches (and, with ``includes``, the resources _include'd with them)."""
         response = await self.send("GET", f"{resource_type}?{httpx.QueryParams(params)}", retry=True)
         if response.status_code != 200:
             raise self.error_for(response)
-        bundle = _json(response) or {}
-        return [e["resource"] for e in bundle.get("entry", []) if e.get("resource", {}).get("resourceType") == resource_type]
+        return _resources(_json(response), resource_type, includes)
 
-    async def supports_transaction(self) -> bool:
-        if self._supports_transaction is None:
+    async def batch_search(self, queries: dict[str, dict[str, str]]) -> dict[str, list[dict[str, Any]]]:
+        """Several searches in one round trip (a batch Bundle of GETs): per resource type, its matches and their
+        _include'd resources. One failed entry fails the whole: the caller wanted them together."""
+        bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
+            {"request": {"method": "GET", "url": f"{t}?{httpx.QueryParams(q)}"}} for t, q in queries.items()]}
+        response = await self.send("POST", "", json=bundle, retry=True)  # reads only: safe to repeat
+        if response.status_code in (400, 404, 405, 501):
+            raise BatchRefused(f"the FHIR server does not take batches ({response.status_code})")
+        if response.status_code != 200:
+            raise self.error_for(response)
+        entries = (_json(response) or {}).get("entry") or []
+        if len(entries) != len(queries):
+            raise FhirBadGateway(f"the FHIR server answered a batch of {len(queries)} with {len(entries)} entries")
+        found = {}
+        for resource_type, entry in zip(queries, entries):
+            status = str((entry.get("response") or {}).get("status", ""))
+            if not status.startswith("200"):
+                raise FhirBadGateway(f"the FHIR server answered a batch search with {status or 'no status'}")
+            found[resource_type] = _resources(entry.get("resource"), resource_type, includes=True)
+        return found
+
+    async def supports_interaction(self, code: str) -> bool:
+        """Whether the CapabilityStatement lists this system interaction (transaction, batch); read once."""
+        if self._interactions is None:
             response = await self.send("GET", "metadata", retry=True)
             if response.status_code != 200:
                 raise self.error_for(response)
             rest = (_json(response) or {}).get("rest") or [{}]
-            self._supports_transaction = any(i.get("code") == "transaction" for i in rest[0].get("interaction", []))
-        return self._supports_transaction
+            self._interactions = {i.get("code") for i in rest[0].get("interaction", [])}
+        return code in self._interactions
+
+    async def supports_transaction(self) -> bool:
+        return await self.supports_interaction("transaction")
+
+
+def _resources(bundle: Any, resource_type: str, includes: bool) -> list[dict[str, Any]]:
+    entries = (bundle or {}).get("entry", []) if isinstance(bundle, dict) else []
+    return [e["resource"] for e in entries if isinstance(e.get("resource"), dict)
+            and (includes or e["resource"].get("resourceType") == resource_type)]
 
 
 def _json(response: httpx.Response) -> Any:

@@ -79,6 +79,7 @@ def test_launch_record_review_send(browser, service, oidc, proxy, fhir_server, t
     live = page.inner_text("#live").lower()
     assert "chief complaint" in live and "chest pain" in live
     assert page.locator("#live h3").count() >= 2  # headed sections as headings were recognised
+    assert "chart lists no active medications" in page.inner_text("#vocabulary")  # the demo patient has none
     page.fill("#note-text", page.input_value("#note-text") + EDIT)
     page.click("#send")
     page.wait_for_selector("#status:has-text('Sent to the chart')", timeout=60_000)

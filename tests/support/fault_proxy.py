@@ -24,6 +24,9 @@ class Faults:
     status: int = 503
     delay_s: float = 0.0  # wait this long before forwarding matching requests
     only_method: str | None = "POST"  # which requests the faults apply to (None = all)
+    # Batch Bundles (the chart look-up of vocabulary biasing: reads) are seen as "BATCH / <status>" and get the
+    # faults only when this is set, so write-failure tests fail writes only.
+    batches: bool = False
     hide_transactions: bool = False  # rewrite the CapabilityStatement as a server without transactions
     smart_configuration: dict | None = None  # serve this at .well-known/smart-configuration (the EHR's AS)
     seen: list[str] = field(default_factory=list)  # "METHOD path status" of every request
@@ -31,6 +34,7 @@ class Faults:
 
     def reset(self) -> None:
         self.fail_next, self.status, self.delay_s, self.only_method = 0, 503, 0.0, "POST"
+        self.batches = False
         self.hide_transactions = False
         self.seen.clear()
         self.authorizations.clear()
@@ -68,10 +72,13 @@ class FaultProxy:
         faults.authorizations.append(request.headers.get("authorization"))
         if path == "/.well-known/smart-configuration" and faults.smart_configuration is not None:
             return Response(json.dumps(faults.smart_configuration), media_type="application/json")
-        applies = faults.only_method in (None, request.method)
+        method = request.method
+        if method == "POST" and path == "/" and b'"batch"' in await request.body():
+            method = "BATCH"
+        applies = faults.only_method in (None, request.method) and (method != "BATCH" or faults.batches)
         if applies and faults.fail_next > 0:
             faults.fail_next -= 1
-            faults.seen.append(f"{request.method} {path} {faults.status}")
+            faults.seen.append(f"{method} {path} {faults.status}")
             body = ('{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"transient",'
                     '"diagnostics":"injected fault"}]}')
             return Response(body, status_code=faults.status, media_type="application/fhir+json")
@@ -80,7 +87,7 @@ class FaultProxy:
         upstream = await self._client.request(
             request.method, self.upstream + path.rstrip("/"), params=request.query_params, content=await request.body(),
             headers={k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")})
-        faults.seen.append(f"{request.method} {path} {upstream.status_code}")
+        faults.seen.append(f"{method} {path} {upstream.status_code}")
         headers = {k: v for k, v in upstream.headers.items()
                    if k.lower() in ("content-type", "location", "etag", "content-location", "last-modified")}
         content = upstream.content

@@ -212,9 +212,36 @@ async function showSections(text, provisional = false) {
   }
 }
 
+const SOURCES = { MedicationRequest: "prescriptions", MedicationStatement: "medications taken",
+                  AllergyIntolerance: "allergies", Condition: "problems", static: "department list" };
+
+const UNUSED = {
+  empty: "The chart lists no active medications, allergies or problems to listen for.",
+  "no-scope": "Transcribed without the chart's vocabulary: this launch may not read medications or problems.",
+  failed: "Transcribed without the chart's vocabulary: the chart could not be read.",
+  "timed-out": "Transcribed without the chart's vocabulary: the chart did not answer in time.",
+};
+
 function review(draft) {
   state.draft = draft;
   $("note-text").value = draft.text;
+  const use = draft.vocabulary;
+  if (use && use.status === "applied") {
+    const parts = Object.entries(use.by_source).map(([source, n]) => `${n} ${SOURCES[source] || source}`);
+    $("vocabulary").textContent = `Heard with ${use.terms} terms from the chart (${parts.join(", ")}).`;
+  } else if (use) {
+    $("vocabulary").textContent = UNUSED[use.status] || "";
+  }
+  const list = $("flags");
+  list.textContent = "";
+  for (const flag of draft.flags || []) {
+    const item = document.createElement("li");
+    const words = document.createElement("strong");
+    words.textContent = flag.text;
+    item.append(words, ` — ${flag.message}`);
+    list.append(item);
+  }
+  $("checks").hidden = !(draft.flags || []).length;
   $("review").hidden = false;
   say("Review the note, then send it to the chart.");
 }
