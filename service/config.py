@@ -95,6 +95,23 @@ class VocabularySettings(_Section):
     near_miss_ratio: float = Field(0.8, gt=0.5, lt=1.0)
 
 
+class SubscriptionSettings(_Section):
+    """FHIR Subscription notifications: the EHR says a recording exists; fhir-scribe fetches, transcribes and
+    writes the note, tracking each job as a Task in the EHR (no local queue survives a restart, none is needed)."""
+
+    # The endpoint is on only with a secret: the Subscription's channel.header carries "<secret_header>: <secret>".
+    secret: str | None = None
+    secret_header: str = "X-Scribe-Secret"
+    path: str = "/fhir/notify"
+    # An empty notification ("something changed") runs this search for recordings; done ones have a Task already.
+    query: str = "DocumentReference?status=current&_sort=-_lastUpdated&_count=50"
+    queue_size: int = Field(100, gt=0)  # notifications waiting; past it, 503 and the EHR redelivers
+    workers: int = Field(1, gt=0, le=16)
+    task_system: str = "urn:fhir-scribe:job"  # Task.identifier.system of this service's jobs
+    lease_s: int = Field(900, gt=0)  # an in-progress Task untouched this long is taken over and redone
+    recovery_interval_s: float = Field(60, gt=0)
+
+
 class FhirSettings(_Section):
     """The organization's FHIR server: the only place a note persists."""
 
@@ -149,7 +166,11 @@ class BackendServicesSettings(_Section):
     kid: str | None = None  # default: the key's RFC 7638 thumbprint
     token_url: str | None = None  # default: discovered from {fhir.base_url}/.well-known/smart-configuration
     # read/search the context, create + search notes (search-before-retry), create audits
-    scope: str = "system/Patient.rs system/Encounter.rs system/DocumentReference.crs system/AuditEvent.c"
+    # Subscription jobs: read the recording (DocumentReference, Media, Binary), track it as a Task; the chart for
+    # vocabulary.
+    scope: str = ("system/Patient.rs system/Encounter.rs system/DocumentReference.crs system/AuditEvent.c "
+                  "system/Media.r system/Binary.r system/Task.crus system/MedicationRequest.rs "
+                  "system/MedicationStatement.rs system/AllergyIntolerance.rs system/Condition.rs")
 
 
 class AuthSettings(_Section):
@@ -206,6 +227,7 @@ class Settings(BaseSettings):
     transcription: TranscriptionSettings = TranscriptionSettings()
     sections: SectionsSettings = SectionsSettings()
     vocabulary: VocabularySettings = VocabularySettings()
+    subscriptions: SubscriptionSettings = SubscriptionSettings()
     fhir: FhirSettings = FhirSettings()
     auth: AuthSettings = AuthSettings()
     smart_app: SmartAppSettings = SmartAppSettings()

@@ -41,7 +41,7 @@ class DictationService:
 
     async def draft(self, audio_bytes: bytes, ctx: DictationContext, *, doc_status: str,
                     idempotency_key: str | None, request_id: str, chart_readable: Collection[str] | None = None,
-                    on_segment: Callable[[Segment, float], None] | None = None) -> Draft:
+                    source: str | None = None, on_segment: Callable[[Segment, float], None] | None = None) -> Draft:
         """Transcribe and structure. A wrong patient or encounter stops here, before any transcription; an
         unreachable EHR does not: the caller still gets the draft, with the error, to commit later.
         The patient's chart vocabulary is read meanwhile (``chart_readable``: the resource types the caller may
@@ -80,7 +80,7 @@ class DictationService:
             language=transcript.language,
             audio=AudioInfo(sha256=audio.sha256, duration_s=round(audio.duration_s, 3), container=audio.container),
             model=transcript.model, model_revision=transcript.model_revision, dictated_at=dictated_at,
-            vocabulary=vocabulary,
+            vocabulary=vocabulary, source=source,
             flags=review_flags(note.text, chart.terms, self.settings.vocabulary.near_miss_ratio),
         )
         plan = write_plan(draft, self.settings.fhir, request_id)

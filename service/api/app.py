@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import __doc__ as service_doc
-from service.api import app_page, dictations, health, sections, smart, transcriptions, wellknown
+from service.api import app_page, dictations, health, notify, sections, smart, transcriptions, wellknown
 from service.api.middleware import RequestContextMiddleware
 from service.api.problems import install_problem_handlers
 from service.auth.backend import BackendServices
@@ -25,6 +25,8 @@ from service.fhir.refusals import RefusalAuditor
 from service.fhir.writer import NoteWriter
 from service.sections.pipeline import Sectioner
 from service.sections.worker import SectionsWorker
+from service.subscriptions.dispatcher import Dispatcher
+from service.subscriptions.jobs import JobRunner
 from service.transcription.engine import Transcriber
 from service.transcription.models import resolve_model
 from service.transcription.pool import TranscriptionPool
@@ -71,7 +73,14 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None,
         app.state.refusals = RefusalAuditor(fhir, settings.fhir,
                                             has_service_identity=bool(backend or settings.fhir.bearer_token))
         app.state.pool = pool
+        app.state.subscriptions = None
+        if settings.subscriptions.secret:
+            runner = JobRunner(settings, app.state.dictations, fhir)
+            app.state.subscriptions = Dispatcher(runner, settings.subscriptions)
+            app.state.subscriptions.start()
         yield
+        if app.state.subscriptions is not None:
+            await app.state.subscriptions.stop()
         await app.state.refusals.drain()
         app.state.pool = app.state.dictations = None
         pool.shutdown()
@@ -89,6 +98,7 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None,
     app.state.pool = None
     app.state.tokens = None
     app.state.smart_app = None
+    app.state.subscriptions = None
     app.state.backend = backend
     install_problem_handlers(app)
     app.add_middleware(RequestContextMiddleware)
@@ -99,4 +109,5 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None,
     app.include_router(dictations.router)
     app.include_router(smart.router)
     app.include_router(app_page.router)
+    app.include_router(notify.router(settings.subscriptions.path))
     return app

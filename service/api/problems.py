@@ -28,7 +28,26 @@ def problem(status: int, slug: str, title: str, detail: str, headers: dict[str, 
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def operation_outcome(status: int, slug: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The same error for a FHIR client (the Subscription endpoint): an OperationOutcome."""
+    code = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 503: "transient"}.get(status,
+                                                                                                   "exception")
+    body = {"resourceType": "OperationOutcome", "issue": [{
+        "severity": "error", "code": code, "diagnostics": detail,
+        "details": {"coding": [{"system": PROBLEM_BASE.rstrip(":"), "code": slug}],
+                    "text": f"request id {request_id.get()}"}}]}
+    return JSONResponse(body, status_code=status, media_type="application/fhir+json", headers=headers)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
+    fhir_facing = app.state.settings.subscriptions.path
+
+    def respond(request: Request, status: int, slug: str, title: str, detail: str,
+                headers: dict[str, str] | None = None, **extra: object) -> JSONResponse:
+        if request.url.path.startswith(fhir_facing):
+            return operation_outcome(status, slug, detail, headers)
+        return problem(status, slug, title, detail, headers, **extra)
+
     @app.exception_handler(Forbidden)
     async def _forbidden(request: Request, exc: Forbidden) -> JSONResponse:
         principal = getattr(request.state, "principal", None)
@@ -37,12 +56,12 @@ def install_problem_handlers(app: FastAPI) -> None:
             auditor.record(user=principal.fhir_user, client_id=principal.client_id, patient=principal.patient,
                            request_id=request_id.get() or "")
         event(log, "request.problem", status=exc.status, problem=exc.slug)
-        return problem(exc.status, exc.slug, exc.title, exc.detail, exc.headers, **exc.extras)
+        return respond(request, exc.status, exc.slug, exc.title, exc.detail, exc.headers, **exc.extras)
 
     @app.exception_handler(ScribeError)
-    async def _scribe(_: Request, exc: ScribeError) -> JSONResponse:
+    async def _scribe(request: Request, exc: ScribeError) -> JSONResponse:
         event(log, "request.problem", status=exc.status, problem=exc.slug)
-        return problem(exc.status, exc.slug, exc.title, exc.detail, exc.headers, **exc.extras)
+        return respond(request, exc.status, exc.slug, exc.title, exc.detail, exc.headers, **exc.extras)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -51,9 +70,9 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem(422, "invalid-request", "Invalid request", detail, errors=errors)
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
-        return problem(exc.status_code, f"http-{exc.status_code}", title, str(exc.detail), exc.headers)
+        return respond(request, exc.status_code, f"http-{exc.status_code}", title, str(exc.detail), exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

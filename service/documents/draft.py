@@ -69,6 +69,8 @@ class Draft(BaseModel):
     model: str
     model_revision: str
     dictated_at: datetime = Field(description="when the audio was received (end of dictation)")
+    source: str | None = Field(None, description="the EHR resource the audio came from (Subscription jobs), e.g. "
+                                                "DocumentReference/123: the note says it transforms it")
     vocabulary: VocabularyUse | None = Field(None, description="how the patient's chart biased the transcription")
     flags: list[ReviewFlag] = Field(default_factory=list,
                                     description="doses and drug names to check during review (never auto-corrected)")

@@ -73,6 +73,8 @@ def document_reference(draft: Draft, settings: FhirSettings) -> dict[str, Any]:
         resource["context"]["encounter"] = [{"reference": f"Encounter/{ctx.encounter}"}]
     if settings.custodian:
         resource["custodian"] = {"reference": settings.custodian}
+    if draft.source and draft.source.startswith("DocumentReference/"):
+        resource["relatesTo"] = [{"code": "transforms", "target": {"reference": draft.source}}]
     return _checked(DocumentReference, resource)
 
 

@@ -1,0 +1,61 @@
+"""The FHIR Subscription endpoint: authenticate (the channel header's shared secret, compared in constant time),
+read what the notification asks for, queue it, answer at once. Thin: the parsing is
+service/subscriptions/notifications.py, the work service/subscriptions/dispatcher.py. FHIR-facing: errors are
+OperationOutcomes."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse
+
+from service.auth.errors import InvalidToken
+from service.errors import BadRequest, ScribeError
+from service.logs import event
+from service.subscriptions.notifications import parse
+
+log = logging.getLogger(__name__)
+FHIR_JSON = "application/fhir+json"
+
+
+class NotifyOff(ScribeError):
+    status, slug, title = 404, "notify-off", "Subscription endpoint not configured"
+
+
+def router(path: str) -> APIRouter:
+    routes = APIRouter(tags=["FHIR Subscriptions"])
+    description = ("R4 rest-hook (empty POST; with payload, PUT {path}/{Type}/{id}) and Subscriptions Backport IG "
+                   "notification Bundles. Needs the Subscription's channel.header secret.")
+    routes.add_api_route(path, notified, methods=["POST"], summary="Subscription notification",
+                         description=description)
+    routes.add_api_route(path + "/{resource_type}/{resource_id}", notified, methods=["PUT", "POST"],
+                         summary="Subscription notification with the resource (rest-hook payload)")
+    return routes
+
+
+async def notified(request: Request, resource_type: str | None = None,
+                   resource_id: str | None = None) -> JSONResponse:
+    dispatcher = request.app.state.subscriptions
+    settings = request.app.state.settings
+    if dispatcher is None:
+        raise NotifyOff("set subscriptions.secret to receive Subscription notifications")
+    offered = request.headers.get(settings.subscriptions.secret_header, "")
+    if not hmac.compare_digest(offered.encode(), settings.subscriptions.secret.encode()):
+        raise InvalidToken(f"missing or wrong {settings.subscriptions.secret_header}", error=None)
+    limit = settings.audio.max_upload_bytes * 4 // 3 + 1_048_576  # a full-resource payload may carry the audio
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BadRequest(f"the notification is larger than {limit} bytes")
+    work = parse(body, resource_type, resource_id)
+    if not work.empty:
+        dispatcher.submit(work)
+    event(log, "subscription.notified", kind=work.kind, sources=len(work.resources) + len(work.references),
+          query=work.query)
+    outcome = {"resourceType": "OperationOutcome", "issue": [{
+        "severity": "information", "code": "informational",
+        "diagnostics": "queued" if not work.empty else f"{work.kind}: nothing to do"}]}
+    return JSONResponse(outcome, media_type=FHIR_JSON)

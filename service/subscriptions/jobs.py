@@ -1,0 +1,140 @@
+"""One job per recording version, tracked as a Task in the EHR.
+
+Claiming is a conditional create of the Task (identifier = source type/id/version) inside a transaction, so a
+redelivered notification or a second replica finds it and does nothing. The note is written with an identifier
+derived from the Task's, so even a job redone after a crash writes it once. A Task left in-progress past its
+lease (its replica died) is taken over with an If-Match update: of two replicas trying, one wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from service.config import Settings
+from service.dictation import DictationService
+from service.documents.draft import DictationContext
+from service.errors import ScribeError
+from service.fhir.client import FhirClient, parse_location
+from service.logs import event
+from service.subscriptions.audio_source import attachment, context_of, fetch_audio
+
+log = logging.getLogger(__name__)
+
+
+class JobRunner:
+    def __init__(self, settings: Settings, dictations: DictationService, client: FhirClient) -> None:
+        self.settings = settings
+        self.subs = settings.subscriptions
+        self.dictations = dictations
+        self.client = client
+
+    async def source(self, reference: str) -> dict[str, Any] | None:
+        kind, _, rid = reference.partition("/")
+        return await self.client.read(kind, rid) if kind and rid else None
+
+    def ours(self, resource: dict[str, Any]) -> bool:
+        """A note this service wrote (it matches DocumentReference subscriptions too)."""
+        system = self.settings.fhir.identifier_system
+        return any(i.get("system") == system for i in resource.get("identifier", []))
+
+    async def run(self, resource: dict[str, Any], *, only_recordings: bool) -> None:
+        """``only_recordings``: skip non-audio sources quietly (a query's results) rather than fail their job."""
+        if self.ours(resource) or (only_recordings and attachment(resource) is None):
+            return
+        task = await self.claim(resource)
+        if task is not None:
+            await self.execute(task, resource)
+
+    async def claim(self, resource: dict[str, Any]) -> dict[str, Any] | None:
+        """The new Task if this call created it; None if the job exists (done, failed or in hand elsewhere)."""
+        version = (resource.get("meta") or {}).get("versionId", "1")
+        identifier = {"system": self.subs.task_system,
+                      "value": f"{resource['resourceType']}/{resource['id']}/_history/{version}"}
+        task = {"resourceType": "Task", "identifier": [identifier], "status": "in-progress", "intent": "order",
+                "focus": {"reference": f"{resource['resourceType']}/{resource['id']}"},
+                "owner": {"identifier": {"system": "urn:fhir-scribe:device",
+                                         "value": self.settings.fhir.device_name},
+                          "display": self.settings.fhir.device_name},
+                "description": "Transcribe this recording into a clinical note (fhir-scribe)",
+                "authoredOn": _now(), "lastModified": _now()}
+        subject = (resource.get("subject") or {}).get("reference", "")
+        if subject.startswith("Patient/"):
+            task["for"] = {"reference": subject}
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [{
+            "fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": task,
+            "request": {"method": "POST", "url": "Task",
+                        "ifNoneExist": f"identifier={identifier['system']}|{identifier['value']}"}}]}
+        response = await self.client.send("POST", "", json=bundle, retry=True)  # conditional: safe to repeat
+        if response.status_code == 409:
+            return None  # HAPI, two identical conditional creates at once: the other one has it
+        if response.status_code != 200:
+            raise self.client.error_for(response)
+        entry = (response.json().get("entry") or [{}])[0].get("response", {})
+        if not str(entry.get("status", "")).startswith("201"):
+            return None
+        location = parse_location(entry.get("location", ""))
+        return await self.client.read("Task", location.id)
+
+    async def execute(self, task: dict[str, Any], resource: dict[str, Any]) -> None:
+        started = time.perf_counter()
+        try:
+            patient, encounter, author = context_of(resource)
+            audio = await fetch_audio(self.client, resource, self.settings.audio.max_upload_bytes)
+            ctx = DictationContext(patient=patient, encounter=encounter, author=author,
+                                   note_type=self.settings.fhir.default_note_type)
+            key = "job:" + task["identifier"][0]["value"].replace("/", ":")
+            draft = await self.dictations.draft(audio, ctx, doc_status="preliminary", idempotency_key=key[:128],
+                                                request_id=task["id"],
+                                                source=f"{resource['resourceType']}/{resource['id']}")
+            result = await self.dictations.commit(draft, request_id=task["id"], from_client=False)
+            await self._finish(task, "completed", output=f"DocumentReference/{result.document_reference_id}")
+            outcome = "completed"
+        except ScribeError as failure:
+            await self._finish(task, "failed", reason=f"{failure.title}: {failure.detail}")
+            outcome = failure.slug
+        event(log, "subscription.job", task=task["id"], outcome=outcome,
+              ms=round((time.perf_counter() - started) * 1000))
+
+    async def _finish(self, task: dict[str, Any], status: str, output: str | None = None,
+                      reason: str | None = None) -> None:
+        done = {**task, "status": status, "lastModified": _now()}
+        done.pop("meta", None)
+        if output:
+            done["output"] = [{"type": {"text": "clinical note"}, "valueReference": {"reference": output}}]
+        if reason:
+            done["statusReason"] = {"text": reason[:1000]}
+        response = await self.client.send("PUT", f"Task/{task['id']}", json=done, retry=True)
+        if response.status_code not in (200, 201):
+            raise self.client.error_for(response)
+
+    async def recover(self) -> int:
+        """Take over this service's Tasks left in progress past the lease and redo them; how many were taken."""
+        cutoff = (datetime.now(timezone.utc) - timedelta(seconds=self.subs.lease_s)).isoformat(timespec="seconds")
+        stale = await self.client.search("Task", {"identifier": f"{self.subs.task_system}|", "status": "in-progress",
+                                                  "_lastUpdated": f"lt{cutoff}", "_count": "20"})
+        taken = 0
+        for task in stale:
+            version = (task.get("meta") or {}).get("versionId")
+            renewed = {**task, "lastModified": _now()}
+            renewed.pop("meta", None)
+            response = await self.client.send("PUT", f"Task/{task['id']}", json=renewed,
+                                              headers={"If-Match": f'W/"{version}"'})
+            if response.status_code in (409, 412):
+                continue  # another replica took it first
+            if response.status_code not in (200, 201):
+                raise self.client.error_for(response)
+            source = await self.source(task["focus"]["reference"])
+            taken += 1
+            if source is None:
+                await self._finish(renewed, "failed", reason="the recording no longer exists")
+                continue
+            await self.execute(response.json() if response.content else renewed, source)
+        return taken
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,242 @@
+"""Subscription-triggered dictation (issue 9) against the real FHIR servers: the EHR stores a recording, its
+Subscription notifies fhir-scribe, and the note, its AuditEvent and a completed Task appear in the EHR; with
+redelivered notifications and two service instances, exactly one note; wrong secrets, handshakes and heartbeats
+do no work; a non-recording fails its Task; a service killed mid-job is taken over after the lease."""
+
+import base64
+import concurrent.futures
+import os
+import signal
+import time
+import uuid
+
+import httpx
+import pytest
+
+from service.demo import DEMO_ENCOUNTER, DEMO_PATIENT, DEMO_PRACTITIONER
+from tests.conftest import TEST_LIMITS, start_server, stop_server
+
+SECRET = "test-subscription-secret-" + uuid.uuid4().hex
+HEADER = {"X-Scribe-Secret": SECRET, "Content-Type": "application/fhir+json"}
+RECORDING_TYPE = {"coding": [{"system": "urn:test:fhir-scribe", "code": "dictation-recording"}]}
+JOBS = "urn:fhir-scribe:job"
+
+
+def _service(tmp_path_factory, fhir_server, name, **env):
+    return start_server(tmp_path_factory.mktemp(name) / "server.log", **TEST_LIMITS,
+                        SCRIBE_FHIR__BASE_URL=fhir_server.base, SCRIBE_SUBSCRIPTIONS__SECRET=SECRET,
+                        SCRIBE_SUBSCRIPTIONS__QUERY="DocumentReference?type=urn:test:fhir-scribe|dictation-recording",
+                        **env)
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory, fhir_server):
+    """Two replicas of the service on one EHR."""
+    running = [_service(tmp_path_factory, fhir_server, f"replica{i}") for i in range(2)]
+    yield running
+    for service in running:
+        stop_server(service)
+
+
+def create(fhir_server, resource: dict) -> dict:
+    response = httpx.post(f"{fhir_server.base}/{resource['resourceType']}", json=resource,
+                          headers={"Content-Type": "application/fhir+json", "Prefer": "return=representation"},
+                          timeout=60)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def recording(fhir_server, audio: bytes, via_binary: bool = False, content_type: str = "audio/ogg") -> dict:
+    attachment = {"contentType": content_type}
+    if via_binary:
+        binary = create(fhir_server, {"resourceType": "Binary", "contentType": content_type,
+                                      "data": base64.b64encode(audio).decode()})
+        attachment["url"] = f"Binary/{binary['id']}"
+    else:
+        attachment["data"] = base64.b64encode(audio).decode()
+    return create(fhir_server, {
+        "resourceType": "DocumentReference", "status": "current", "type": RECORDING_TYPE,
+        "subject": {"reference": f"Patient/{DEMO_PATIENT}"},
+        "author": [{"reference": f"Practitioner/{DEMO_PRACTITIONER}"}],
+        "context": {"encounter": [{"reference": f"Encounter/{DEMO_ENCOUNTER}"}]},
+        "content": [{"attachment": attachment}]})
+
+
+def task_of(fhir_server, source: dict) -> list[dict]:
+    return fhir_server.search("Task", identifier=f"{JOBS}|DocumentReference/{source['id']}/_history/"
+                                                 f"{source['meta']['versionId']}")
+
+
+def wait_for_task(fhir_server, source: dict, status: str, timeout_s: float = 120) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        tasks = task_of(fhir_server, source)
+        if tasks and tasks[0]["status"] == status:
+            return tasks[0]
+        time.sleep(0.5)
+    raise AssertionError(f"no {status} Task for DocumentReference/{source['id']}: {task_of(fhir_server, source)}")
+
+
+def notes_from(fhir_server, source: dict) -> list[dict]:
+    return [d for d in fhir_server.search("DocumentReference", subject=f"Patient/{DEMO_PATIENT}", _count="500")
+            if any(r.get("target", {}).get("reference") == f"DocumentReference/{source['id']}"
+                   for r in d.get("relatesTo", []))]
+
+
+def assert_one_note(fhir_server, source: dict) -> dict:
+    task = wait_for_task(fhir_server, source, "completed")
+    notes = notes_from(fhir_server, source)
+    assert len(notes) == 1, [n["id"] for n in notes]
+    note = notes[0]
+    assert task["output"][0]["valueReference"]["reference"] == f"DocumentReference/{note['id']}"
+    assert note["docStatus"] == "preliminary" and note["relatesTo"][0]["code"] == "transforms"
+    assert note["author"] == [{"reference": f"Practitioner/{DEMO_PRACTITIONER}"}]
+    assert "chest pain" in base64.b64decode(note["content"][0]["attachment"]["data"]).decode().lower()
+    assert len(fhir_server.search("AuditEvent", entity=f"DocumentReference/{note['id']}")) == 1
+    return note
+
+
+def subscribe(fhir_server, endpoint: str, payload: bool) -> dict:
+    channel = {"type": "rest-hook", "endpoint": endpoint, "header": [f"X-Scribe-Secret: {SECRET}"]}
+    if payload:
+        channel["payload"] = "application/fhir+json"
+    return create(fhir_server, {"resourceType": "Subscription", "status": "requested",
+                                "reason": "fhir-scribe test", "channel": channel,
+                                "criteria": "DocumentReference?type=urn:test:fhir-scribe|dictation-recording"})
+
+
+@pytest.mark.parametrize("payload", [True, False], ids=["rest-hook-payload", "rest-hook-empty"])
+def test_a_subscription_notification_becomes_a_note(services, fhir_server, dictation, payload):
+    subscription = subscribe(fhir_server, services[0].url + "/fhir/notify", payload)
+    try:
+        source = recording(fhir_server, dictation.audio, via_binary=not payload)
+        assert_one_note(fhir_server, source)
+    finally:
+        httpx.delete(f"{fhir_server.base}/Subscription/{subscription['id']}", timeout=30)
+
+
+TOPIC_EXT = "http://hl7.org/fhir/5.0/StructureDefinition/extension-SubscriptionTopic"
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
+
+
+# sekmet-fhir only: HAPI 8.8.0 accepted this topic and activated the Subscription but delivered nothing within two
+# minutes (README, Known limits). Backport notification Bundles themselves are tested on both below.
+@pytest.mark.parametrize("fhir_server", ["sekmet"], indirect=True)
+def test_a_backport_topic_subscription_becomes_a_note(services, fhir_server, dictation):
+    """Subscriptions Backport IG: an R4 SubscriptionTopic (as Basic) for new recordings, a topic Subscription with
+    id-only payload; the EHR's handshake is answered, its event notification becomes the note."""
+    name = f"scribe-recording-{uuid.uuid4().hex[:8]}"
+    url = f"http://example.org/fhir/SubscriptionTopic/{name}"
+    create(fhir_server, {
+        "resourceType": "Basic", "code": {"coding": [{"system": "http://hl7.org/fhir/fhir-types",
+                                                      "code": "SubscriptionTopic"}]},
+        "modifierExtension": [{"url": f"{TOPIC_EXT}.status", "valueCode": "active"}],
+        "extension": [
+            {"url": f"{TOPIC_EXT}.url", "valueUri": url}, {"url": f"{TOPIC_EXT}.name", "valueString": name},
+            {"url": f"{TOPIC_EXT}.title", "valueString": "New dictation recording"},
+            {"url": f"{TOPIC_EXT}.resourceTrigger", "extension": [
+                {"url": "description", "valueMarkdown": "A recording is stored"},
+                {"url": "resource", "valueUri": "http://hl7.org/fhir/StructureDefinition/DocumentReference"},
+                {"url": "supportedInteraction", "valueCode": "create"},
+                {"url": "queryCriteria", "extension": [
+                    {"url": "current", "valueString": "DocumentReference?type=urn:test:fhir-scribe|dictation-recording"},
+                    {"url": "resultForCreate", "valueCode": "test-passes"},
+                    {"url": "requireBoth", "valueBoolean": False}]}]},
+            {"url": f"{TOPIC_EXT}.canFilterBy", "extension": [
+                {"url": "description", "valueMarkdown": "Filter on the document type"},
+                {"url": "resource", "valueUri": "DocumentReference"}, {"url": "filterParameter", "valueString": "type"}]}]})
+    subscription = create(fhir_server, {
+        "resourceType": "Subscription", "meta": {"profile": [f"{BACKPORT}/backport-subscription"]},
+        "status": "requested", "reason": "fhir-scribe test (backport)", "criteria": url,
+        "_criteria": {"extension": [{"url": f"{BACKPORT}/backport-filter-criteria",
+                                     "valueString": "DocumentReference?type=urn:test:fhir-scribe|dictation-recording"}]},
+        "channel": {"type": "rest-hook", "endpoint": services[1].url + "/fhir/notify",
+                    "payload": "application/fhir+json", "header": [f"X-Scribe-Secret: {SECRET}"],
+                    "_payload": {"extension": [{"url": f"{BACKPORT}/backport-payload-content",
+                                                "valueCode": "id-only"}]}}})
+    try:
+        deadline = time.monotonic() + 30
+        while fhir_server.search("Subscription", _id=subscription["id"])[0]["status"] != "active":
+            assert time.monotonic() < deadline, "the subscription never became active (handshake refused?)"
+            time.sleep(0.5)
+        source = recording(fhir_server, dictation.audio)
+        assert_one_note(fhir_server, source)
+    finally:
+        httpx.delete(f"{fhir_server.base}/Subscription/{subscription['id']}", timeout=30)
+
+
+def backport(kind: str, focus: str | None = None) -> dict:
+    params = [{"name": "subscription", "valueReference": {"reference": "Subscription/test"}},
+              {"name": "topic", "valueCanonical": "http://example.org/topic/recording"},
+              {"name": "status", "valueCode": "active"}, {"name": "type", "valueCode": kind}]
+    if focus:
+        params.append({"name": "notification-event", "part": [
+            {"name": "event-number", "valueString": "1"}, {"name": "focus", "valueReference": {"reference": focus}}]})
+    return {"resourceType": "Bundle", "type": "history", "timestamp": "2026-11-21T00:00:00Z",
+            "entry": [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": {"resourceType": "Parameters",
+                                                                           "parameter": params},
+                       "request": {"method": "GET", "url": "Subscription/test/$status"},
+                       "response": {"status": "200"}}]}
+
+
+def test_redelivered_to_two_replicas_makes_one_note(services, fhir_server, dictation):
+    source = recording(fhir_server, dictation.audio)
+    notification = backport("event-notification", f"{fhir_server.base}/DocumentReference/{source['id']}")
+    deliveries = [service.url + "/fhir/notify" for service in services for _ in range(3)]
+    with concurrent.futures.ThreadPoolExecutor(len(deliveries)) as pool:
+        answers = list(pool.map(lambda url: httpx.post(url, json=notification, headers=HEADER, timeout=10),
+                                deliveries))
+    assert [a.status_code for a in answers] == [200] * 6
+    assert_one_note(fhir_server, source)
+    assert len(task_of(fhir_server, source)) == 1
+
+
+@pytest.mark.parametrize("kind", ["handshake", "heartbeat"])
+def test_handshake_and_heartbeat_are_answered_without_work(services, kind):
+    answer = httpx.post(services[0].url + "/fhir/notify", json=backport(kind), headers=HEADER, timeout=10)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("application/fhir+json")
+    assert f"{kind}: nothing to do" in answer.json()["issue"][0]["diagnostics"]
+
+
+def test_a_wrong_secret_is_refused_and_nothing_is_fetched(services, fhir_server, dictation):
+    source = recording(fhir_server, dictation.audio)
+    for headers in ({**HEADER, "X-Scribe-Secret": "wrong"}, {"Content-Type": "application/fhir+json"}):
+        answer = httpx.put(f"{services[0].url}/fhir/notify/DocumentReference/{source['id']}", json=source,
+                           headers=headers, timeout=10)
+        assert answer.status_code == 401 and answer.json()["resourceType"] == "OperationOutcome"
+        assert "X-Scribe-Secret" in answer.json()["issue"][0]["diagnostics"]
+    time.sleep(2)
+    assert task_of(fhir_server, source) == []
+
+
+def test_a_source_without_audio_fails_its_task_with_the_reason(services, fhir_server, dictation):
+    source = recording(fhir_server, b"not audio at all, just text", content_type="text/plain")
+    answer = httpx.put(f"{services[0].url}/fhir/notify/DocumentReference/{source['id']}", json=source,
+                       headers=HEADER, timeout=10)
+    assert answer.status_code == 200
+    task = wait_for_task(fhir_server, source, "failed", timeout_s=30)
+    assert "no audio/* content" in task["statusReason"]["text"]
+    assert notes_from(fhir_server, source) == []
+
+
+def test_a_bad_notification_gets_an_operation_outcome(services):
+    answer = httpx.post(services[0].url + "/fhir/notify", content=b"{not json", headers=HEADER, timeout=10)
+    assert answer.status_code == 400 and answer.json()["issue"][0]["diagnostics"] == \
+        "the notification body is not JSON"
+
+
+def test_a_service_killed_mid_job_is_taken_over_after_the_lease(tmp_path_factory, fhir_server, dictation):
+    doomed = _service(tmp_path_factory, fhir_server, "doomed")
+    source = recording(fhir_server, dictation.audio)
+    httpx.put(f"{doomed.url}/fhir/notify/DocumentReference/{source['id']}", json=source, headers=HEADER,
+              timeout=10).raise_for_status()
+    wait_for_task(fhir_server, source, "in-progress", timeout_s=30)
+    os.kill(doomed.process.pid, signal.SIGKILL)  # mid-job: the Task stays in-progress, no note yet
+    doomed.process.wait(timeout=10)
+    assert notes_from(fhir_server, source) == [] and task_of(fhir_server, source)[0]["status"] == "in-progress"
+    heir = _service(tmp_path_factory, fhir_server, "heir", SCRIBE_SUBSCRIPTIONS__LEASE_S="3",
+                    SCRIBE_SUBSCRIPTIONS__RECOVERY_INTERVAL_S="1")
+    try:
+        assert_one_note(fhir_server, source)
+    finally:
+        stop_server(heir)
