@@ -18,7 +18,7 @@ from service.config import Settings
 from service.dictation import DictationService
 from service.documents.draft import DictationContext
 from service.errors import ScribeError
-from service.fhir.client import FhirClient, parse_location
+from service.fhir.client import FhirClient, FhirTimeout, FhirUnavailable, parse_location
 from service.logs import event
 from service.subscriptions.audio_source import attachment, context_of, fetch_audio
 
@@ -91,8 +91,14 @@ class JobRunner:
                                                 request_id=task["id"],
                                                 source=f"{resource['resourceType']}/{resource['id']}")
             result = await self.dictations.commit(draft, request_id=task["id"], from_client=False)
-            await self._finish(task, "completed", output=f"DocumentReference/{result.document_reference_id}")
+            # Nobody reviews a triggered note before it lands (docStatus preliminary): what the review screen
+            # would have flagged goes with the job, for whoever signs the note.
+            checks = [f"Check '{flag.text}': {flag.message}" for flag in draft.flags]
+            await self._finish(task, "completed", output=f"DocumentReference/{result.document_reference_id}",
+                               notes=checks)
             outcome = "completed"
+        except (FhirUnavailable, FhirTimeout):
+            raise  # the EHR is away: the Task stays in progress and the lease recovery redoes it
         except ScribeError as failure:
             await self._finish(task, "failed", reason=f"{failure.title}: {failure.detail}")
             outcome = failure.slug
@@ -100,13 +106,15 @@ class JobRunner:
               ms=round((time.perf_counter() - started) * 1000))
 
     async def _finish(self, task: dict[str, Any], status: str, output: str | None = None,
-                      reason: str | None = None) -> None:
+                      reason: str | None = None, notes: list[str] | None = None) -> None:
         done = {**task, "status": status, "lastModified": _now()}
         done.pop("meta", None)
         if output:
             done["output"] = [{"type": {"text": "clinical note"}, "valueReference": {"reference": output}}]
         if reason:
             done["statusReason"] = {"text": reason[:1000]}
+        if notes:
+            done["note"] = [{"text": text} for text in notes]
         response = await self.client.send("PUT", f"Task/{task['id']}", json=done, retry=True)
         if response.status_code not in (200, 201):
             raise self.client.error_for(response)
