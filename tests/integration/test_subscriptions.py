@@ -240,3 +240,32 @@ def test_a_service_killed_mid_job_is_taken_over_after_the_lease(tmp_path_factory
         assert_one_note(fhir_server, source)
     finally:
         stop_server(heir)
+
+
+def test_an_unreachable_ehr_leaves_the_job_to_the_lease_not_failed(tmp_path_factory, fhir_server, proxy, dictation):
+    """The EHR stops answering after the Task is claimed, when the note is written: the Task is not marked failed
+    (the recording is fine), it stays in progress; once the EHR answers again the lease recovery does the job."""
+    service = start_server(tmp_path_factory.mktemp("flaky") / "server.log", **TEST_LIMITS,
+                           SCRIBE_FHIR__BASE_URL=proxy.url, SCRIBE_SUBSCRIPTIONS__SECRET=SECRET,
+                           SCRIBE_SUBSCRIPTIONS__LEASE_S="3", SCRIBE_SUBSCRIPTIONS__RECOVERY_INTERVAL_S="1",
+                           SCRIBE_FHIR__RETRIES="1")
+    try:
+        source = recording(fhir_server, dictation.audio)
+        proxy.faults.reset()
+        proxy.faults.pass_first, proxy.faults.fail_next = 1, 1000  # the claim passes; the note's write gets 503s
+        httpx.put(f"{service.url}/fhir/notify/DocumentReference/{source['id']}", json=source, headers=HEADER,
+                  timeout=10).raise_for_status()
+        deadline = time.monotonic() + 60
+        while sum(s.startswith("POST / 503") for s in proxy.faults.seen) < 2:  # the write and its one retry
+            assert time.monotonic() < deadline, proxy.faults.seen
+            time.sleep(0.5)
+        time.sleep(5)  # past the 3 s lease: the recovery takes the Task over and fails to write again
+        assert task_of(fhir_server, source)[0]["status"] == "in-progress" and notes_from(fhir_server, source) == []
+        proxy.faults.reset()
+        task = wait_for_task(fhir_server, source, "completed", timeout_s=60)
+        notes = notes_from(fhir_server, source)
+        assert len(notes) == 1 and task["output"][0]["valueReference"]["reference"] == \
+            f"DocumentReference/{notes[0]['id']}"
+    finally:
+        proxy.faults.reset()
+        stop_server(service)

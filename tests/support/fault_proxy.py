@@ -21,6 +21,7 @@ from starlette.routing import Route
 @dataclass
 class Faults:
     fail_next: int = 0  # answer this many matching requests with `status` instead of forwarding
+    pass_first: int = 0  # ... after forwarding this many matching requests unharmed
     status: int = 503
     delay_s: float = 0.0  # wait this long before forwarding matching requests
     only_method: str | None = "POST"  # which requests the faults apply to (None = all)
@@ -34,6 +35,7 @@ class Faults:
 
     def reset(self) -> None:
         self.fail_next, self.status, self.delay_s, self.only_method = 0, 503, 0.0, "POST"
+        self.pass_first = 0
         self.batches = False
         self.hide_transactions = False
         self.seen.clear()
@@ -76,6 +78,9 @@ class FaultProxy:
         if method == "POST" and path == "/" and b'"batch"' in await request.body():
             method = "BATCH"
         applies = faults.only_method in (None, request.method) and (method != "BATCH" or faults.batches)
+        if applies and faults.pass_first > 0:
+            faults.pass_first -= 1
+            applies = False
         if applies and faults.fail_next > 0:
             faults.fail_next -= 1
             faults.seen.append(f"{method} {path} {faults.status}")
