@@ -3,8 +3,8 @@
     python bench/transcription.py [--model tiny.en] [--rounds 3] [--concurrency 2]
 
 Raw side: ``faster_whisper.WhisperModel.transcribe`` on the file's bytes, in its own process, with the same
-decoding options and thread settings as the service (beam 5, language en, VAD on, int8 on CPU, one CTranslate2
-thread per worker). Service side: ``fhir-scribe serve`` over HTTP on 127.0.0.1, in its own process. Rounds
+decoding options and thread settings as the service (beam 5, language en, VAD on, word timestamps as configured,
+int8 on CPU, one CTranslate2 thread per worker). Service side: ``fhir-scribe serve`` over HTTP on 127.0.0.1, in its own process. Rounds
 alternate raw/service so drift in machine load hits both. Reported: wall time (median of rounds), audio seconds
 per wall second, the ratio service/raw (goal <= 1.10), and each process's peak RSS.
 """
@@ -50,7 +50,7 @@ def run_raw(model: str, concurrency: int) -> dict[str, float]:
 
     def one(data: bytes) -> None:
         segments, _ = engine.transcribe(io.BytesIO(data), beam_size=settings.beam_size, language="en",
-                                        vad_filter=True)
+                                        vad_filter=True, word_timestamps=settings.word_timestamps)
         for _ in segments:
             pass
 

@@ -56,7 +56,10 @@ class TranscriptionSettings(_Section):
     language: str | None = "en"
     beam_size: int = Field(5, ge=1, le=20)
     vad_filter: bool = True
-    word_timestamps: bool = False
+    # On: the next 30 s window starts after the last word heard, not at the window's end. Off, Whisper can skip
+    # the speech between its last timestamp and the window's end: measured, a biased tiny.en dropped "Allergies.
+    # No known drug allergies." at 27-30 s of dictation_chest_pain. Costs ~6 % time, WER unchanged (13.8/13.5 %).
+    word_timestamps: bool = True
     initial_prompt: str | None = None
     hotwords: str | None = None
     # Audio at least this long goes through BatchedInferencePipeline (faster on long audio); null = never.

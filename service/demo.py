@@ -33,6 +33,21 @@ SEED: list[dict] = [
      "class": {"system": _ACT, "code": "AMB", "display": "ambulatory"}, "subject": {"reference": f"Patient/{OTHER_PATIENT}"}},
 ]
 
+# The demo patient's chart, seeded by `fhir-scribe demo` only (the test suite's demo patient has none; charted
+# patients of its own are in tests/fixtures/speech_meds): the example dictation then shows vocabulary biasing.
+_UCUM = "http://unitsofmeasure.org"
+DEMO_CHART: list[dict] = [
+    {"resourceType": "MedicationRequest", "id": "demo-mr-lisinopril", "status": "active", "intent": "order",
+     "subject": {"reference": f"Patient/{DEMO_PATIENT}"}, "medicationCodeableConcept": {"text": "Lisinopril 10 MG Oral Tablet"},
+     "dosageInstruction": [{"doseAndRate": [{"doseQuantity": {"value": 10, "unit": "mg", "system": _UCUM, "code": "mg"}}]}]},
+    {"resourceType": "MedicationRequest", "id": "demo-mr-atorvastatin", "status": "active", "intent": "order",
+     "subject": {"reference": f"Patient/{DEMO_PATIENT}"}, "medicationCodeableConcept": {"text": "Atorvastatin 40 MG Oral Tablet"},
+     "dosageInstruction": [{"doseAndRate": [{"doseQuantity": {"value": 40, "unit": "mg", "system": _UCUM, "code": "mg"}}]}]},
+    {"resourceType": "Condition", "id": "demo-condition-hypertension", "subject": {"reference": f"Patient/{DEMO_PATIENT}"},
+     "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+     "code": {"text": "Essential hypertension"}},
+]
+
 
 def start_fhir_server(port: int, work_dir: Path, log_path: Path | None = None,
                       extra_config: str = "") -> subprocess.Popen[bytes]:
@@ -66,11 +81,11 @@ def wait_until_ready(process: subprocess.Popen[bytes], url: str, what: str, time
     raise RuntimeError(f"{what} did not answer {url} within {timeout_s:g} s")
 
 
-def seed(base_url: str, token: str | None = None) -> None:
+def seed(base_url: str, token: str | None = None, resources: list[dict] = SEED) -> None:
     headers = {"Content-Type": "application/fhir+json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    for resource in SEED:
+    for resource in resources:
         response = httpx.put(f"{base_url}/{resource['resourceType']}/{resource['id']}", json=resource,
                              headers=headers, timeout=10)
         response.raise_for_status()
@@ -83,13 +98,13 @@ def run(port: int = 8080, fhir_port: int = 8081) -> int:
     fhir = start_fhir_server(fhir_port, work_dir)
     base = f"http://127.0.0.1:{fhir_port}/fhir"
     try:
-        seed(base)
+        seed(base, resources=SEED + DEMO_CHART)
         os.environ["SCRIBE_FHIR__BASE_URL"] = base
         os.environ.setdefault("SCRIBE_AUTH__ENABLED", "false")  # the demo only: said loudly at start and in /readyz
         example = Path(__file__).resolve().parent.parent / "tests/fixtures/speech/dictation_chest_pain.ogg"
         print(f"""
-Demo FHIR server: {base} (in memory; seeded Patient/{DEMO_PATIENT}, Encounter/{DEMO_ENCOUNTER},
-Practitioner/{DEMO_PRACTITIONER}). fhir-scribe: http://127.0.0.1:{port} (docs at /docs).
+Demo FHIR server: {base} (in memory; seeded Patient/{DEMO_PATIENT} with two medications and a problem,
+Encounter/{DEMO_ENCOUNTER}, Practitioner/{DEMO_PRACTITIONER}). fhir-scribe: http://127.0.0.1:{port} (docs at /docs).
 AUTHORIZATION IS OFF in the demo: every endpoint is open. Never expose it beyond this machine. Try:
 
   curl -F file=@{example} -F patient={DEMO_PATIENT} -F encounter={DEMO_ENCOUNTER} \\
