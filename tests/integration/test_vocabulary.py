@@ -78,6 +78,11 @@ def test_the_patients_chart_makes_drug_names_heard(biased, unbiased, seeded, pro
           f"WER off {figures['off'][1]:.3f}, on {figures['on'][1]:.3f}")
     assert figures["on"][0] > figures["off"][0]
     assert figures["on"][1] <= figures["off"][1]
+    log = biased.log().lower()  # the vocabulary is PHI: counts and timings only
+    assert "vocabulary.lookup" in log
+    for dictation in seeded:
+        for name in dictation.drugs + [c.lower() for c in dictation.chart["conditions"]] + [dictation.patient]:
+            assert name.lower() not in log, f"{name!r} in the service log"
 
 
 def test_a_failing_chart_look_up_leaves_transcription_unbiased(biased, seeded, proxy):
