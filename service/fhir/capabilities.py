@@ -48,6 +48,15 @@ async def check_server(client: FhirClient, patient: str | None = None) -> list[C
     for kind in ("Patient", "Encounter"):
         checks.append(Check(f"{kind} read", _interaction(resources.get(kind, {}), "read"),
                             "the dictation's context is checked before writing"))
+    for kind in ("MedicationRequest", "MedicationStatement", "AllergyIntolerance", "Condition"):
+        checks.append(Check(f"{kind} search by patient", _interaction(resources.get(kind, {}), "search-type")
+                            and _search_param(resources.get(kind, {}), "patient"),
+                            "the patient's chart vocabulary (else transcription is unbiased)", required=False))
+    task = resources.get("Task", {})
+    checks.append(Check("Task create, update, search", all(_interaction(task, c) for c in ("create", "update",
+                                                                                           "search-type")),
+                        "Subscription jobs are tracked as Tasks (only needed with subscriptions.secret)",
+                        required=False))
     if patient:
         try:
             found = await client.read("Patient", patient)

@@ -82,7 +82,8 @@ def test_check_a_fhir_server(fhir_server):
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"ok   reachable: {fhir_server.base}") and "FHIR 4.0.1" in lines[0]
-    for name in ("transactions", "conditional create", "search by identifier", "AuditEvent create", "credentials"):
+    for name in ("transactions", "conditional create", "search by identifier", "AuditEvent create", "credentials",
+                 "MedicationRequest search by patient", "Condition search by patient", "Task create, update, search"):
         assert any(line.startswith(f"ok   {name}:") for line in lines), result.stdout
 
 
