@@ -16,6 +16,7 @@ from service.documents.draft import AudioInfo, DictationContext, Draft, dictatio
 from service.documents.resources import write_plan
 from service.errors import BadRequest, ScribeError, Unprocessable
 from service.fhir.writer import NoteWriter, WriteResult
+from service.review import omission_flags
 from service.sections.worker import SectionsWorker
 from service.transcription.pool import TranscriptionPool
 from service.transcription.transcript import Segment
@@ -81,7 +82,9 @@ class DictationService:
             audio=AudioInfo(sha256=audio.sha256, duration_s=round(audio.duration_s, 3), container=audio.container),
             model=transcript.model, model_revision=transcript.model_revision, dictated_at=dictated_at,
             vocabulary=vocabulary, source=source,
-            flags=review_flags(note.text, chart.terms, self.settings.vocabulary.near_miss_ratio),
+            flags=sorted(omission_flags(transcript, note.text)
+                         + review_flags(note.text, chart.terms, self.settings.vocabulary.near_miss_ratio),
+                         key=lambda flag: flag.start),
         )
         plan = write_plan(draft, self.settings.fhir, request_id)
         draft.resources = {"DocumentReference": plan.document_reference, "AuditEvent": plan.audit_event}

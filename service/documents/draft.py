@@ -16,7 +16,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from service.errors import BadRequest
 from service.sections.note import StructuredNote
-from service.vocabulary.models import ReviewFlag, VocabularyUse
+from service.review import ReviewFlag
+from service.vocabulary.models import VocabularyUse
 
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _AUTHOR = re.compile(r"^(Practitioner|PractitionerRole)/[A-Za-z0-9\-.]{1,64}$")

@@ -16,6 +16,11 @@ class Word(BaseModel):
     probability: float
 
 
+class TimeSpan(BaseModel):
+    start: float
+    end: float
+
+
 class Segment(BaseModel):
     id: int
     seek: int
@@ -38,6 +43,9 @@ class Transcript(BaseModel):
     segments: list[Segment]
     model: str
     model_revision: str
+    unheard: list[TimeSpan] = Field(default_factory=list,
+                                    description="speech the voice detector heard but no word came from (needs "
+                                                "word timestamps): listen to these seconds")
 
 
 class TranscribeOptions(BaseModel):

@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from difflib import SequenceMatcher
 
-from service.vocabulary.models import ReviewFlag, Term
+from service.review import ReviewFlag
+from service.vocabulary.models import Term
 from service.vocabulary.units import DOSE, SYMBOLS, unit_class
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]+")

@@ -44,13 +44,3 @@ class VocabularyUse(BaseModel):
     engine: Literal["hotwords", "initial_prompt"] | None = None
     lookup_ms: float | None = None
     reason: str | None = None
-
-
-class ReviewFlag(BaseModel):
-    """Something in the note the clinician should check. Nothing is ever corrected automatically."""
-
-    kind: Literal["unit-symbol", "unit-vs-chart", "drug-near-miss"]
-    start: int = Field(description="offset in the draft's text")
-    end: int
-    text: str = Field(description="the words flagged, as written")
-    message: str
