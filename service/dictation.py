@@ -18,6 +18,7 @@ from service.errors import BadRequest, ScribeError, Unprocessable
 from service.fhir.writer import NoteWriter, WriteResult
 from service.review import omission_flags
 from service.sections.worker import SectionsWorker
+from service.transcription.coverage import unheard
 from service.transcription.pool import TranscriptionPool
 from service.transcription.transcript import Segment
 from service.vocabulary.bias import biased, fitted
@@ -72,6 +73,7 @@ class DictationService:
 
         transcript = await self.pool.transcribe(audio, options, on_segment=segment_decoded)
         note = await self.sections.structure(transcript.text)
+        unheard_speech = await asyncio.to_thread(unheard, audio.samples, transcript) if options.word_timestamps else []
         vocabulary = VocabularyUse(status=chart.status, terms=len(terms), engine=engine, lookup_ms=chart.lookup_ms,
                                    by_source=dict(Counter(t.source for t in terms)), reason=chart.reason)
         draft = Draft(
@@ -82,7 +84,7 @@ class DictationService:
             audio=AudioInfo(sha256=audio.sha256, duration_s=round(audio.duration_s, 3), container=audio.container),
             model=transcript.model, model_revision=transcript.model_revision, dictated_at=dictated_at,
             vocabulary=vocabulary, source=source,
-            flags=sorted(omission_flags(transcript, note.text)
+            flags=sorted(omission_flags(transcript, unheard_speech, note.text)
                          + review_flags(note.text, chart.terms, self.settings.vocabulary.near_miss_ratio),
                          key=lambda flag: flag.start),
         )

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from service.transcription.transcript import Transcript
+from service.transcription.transcript import TimeSpan, Transcript
 
 
 class ReviewFlag(BaseModel):
@@ -22,12 +22,12 @@ class ReviewFlag(BaseModel):
     message: str
 
 
-def omission_flags(transcript: Transcript, text: str) -> list[ReviewFlag]:
+def omission_flags(transcript: Transcript, unheard: list[TimeSpan], text: str) -> list[ReviewFlag]:
     """A flag after the last word decoded before each stretch of unheard speech, placed in ``text`` (the note,
     which dictation commands may have changed slightly from the transcript)."""
     flags = []
     words = [w for s in transcript.segments for w in (s.words or [])]
-    for span in transcript.unheard:
+    for span in unheard:
         before = [w for w in words if w.end <= span.start + 0.5][-3:]
         said = "".join(w.word for w in before).strip()
         at = _position(transcript.text, text, _end_of(transcript.text, said)) if said else 0

@@ -17,7 +17,6 @@ from faster_whisper.tokenizer import _LANGUAGE_CODES
 from service.audio import SAMPLE_RATE, Audio
 from service.config import TranscriptionSettings
 from service.errors import BadRequest
-from service.transcription.coverage import unheard
 from service.transcription.models import ModelSource
 from service.transcription.transcript import Segment, TranscribeOptions, Transcript, Word
 
@@ -102,10 +101,8 @@ class Transcriber:
                 on_segment(segment)
             if should_stop is not None and should_stop():
                 raise Cancelled()
-        words = [w for s in segments for w in (s.words or [])]
         return Transcript(
             text="".join(s.text for s in segments).strip(),
-            unheard=unheard(audio.samples, words) if options.word_timestamps else [],
             language=info.language,
             language_probability=round(info.language_probability, 4),
             duration_s=round(audio.duration_s, 3),

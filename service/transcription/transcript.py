@@ -43,9 +43,6 @@ class Transcript(BaseModel):
     segments: list[Segment]
     model: str
     model_revision: str
-    unheard: list[TimeSpan] = Field(default_factory=list,
-                                    description="speech the voice detector heard but no word came from (needs "
-                                                "word timestamps): listen to these seconds")
 
 
 class TranscribeOptions(BaseModel):
