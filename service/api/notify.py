@@ -45,12 +45,12 @@ async def notified(request: Request, resource_type: str | None = None,
     if not hmac.compare_digest(offered.encode(), settings.subscriptions.secret.encode()):
         raise InvalidToken(f"missing or wrong {settings.subscriptions.secret_header}", error=None)
     limit = settings.audio.max_upload_bytes * 4 // 3 + 1_048_576  # a full-resource payload may carry the audio
-    body = b""
+    body = bytearray()  # a full-resource payload can be megabytes: no copy per chunk
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
             raise BadRequest(f"the notification is larger than {limit} bytes")
-    work = parse(body, resource_type, resource_id)
+    work = parse(bytes(body), resource_type, resource_id)
     if not work.empty:
         dispatcher.submit(work)
     event(log, "subscription.notified", kind=work.kind, sources=len(work.resources) + len(work.references),
