@@ -26,6 +26,10 @@ class _Section(BaseModel):
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    # Request bodies are capped per kind of route and refused with 413 as they arrive (declared or streamed), before
+    # anything is parsed: JSON bodies (a draft to commit, text to section), and any other route that takes none.
+    max_json_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    max_other_body_bytes: int = Field(64 * 1024, gt=0)
 
 
 class AudioLimits(_Section):
@@ -34,6 +38,12 @@ class AudioLimits(_Section):
     max_upload_bytes: int = Field(100 * 1024 * 1024, gt=0)
     max_duration_s: float = Field(3600.0, gt=0)
     min_duration_s: float = Field(0.5, ge=0)
+    # Uploads being received at once (each holds at most max_upload_bytes in memory); past it: 503 + Retry-After.
+    max_concurrent_uploads: int = Field(16, ge=1, le=1024)
+    # A client must keep up this average rate after the grace period, or it loses its place (408): a slow trickle
+    # cannot hold upload slots for everyone else.
+    min_upload_bytes_per_s: int = Field(16 * 1024, ge=1)
+    upload_grace_s: float = Field(10.0, gt=0)
 
     @model_validator(mode="after")
     def _min_below_max(self) -> "AudioLimits":
@@ -75,7 +85,10 @@ class TranscriptionSettings(_Section):
 class SectionsSettings(_Section):
     # Headings, LOINC codes, dictation commands, ConText rules. A relative path is relative to config/.
     rules_file: Path = Field(Path("sections.yaml"), validate_default=True)
-    max_chars: int = Field(200_000, gt=0)  # longest transcript accepted by /v1/sections (~4 h of dictation)
+    # Longest text sectioned anywhere (/v1/sections, a draft, a commit): ~4 h of dictation.
+    max_chars: int = Field(200_000, gt=0)
+    workers: int = Field(2, ge=1, le=16)  # sectioning threads: one slow text cannot hold up every other caller
+    timeout_s: float = Field(10.0, gt=0)  # a text that takes longer answers 503 instead of holding its caller
 
     @field_validator("rules_file")
     @classmethod
@@ -113,6 +126,9 @@ class SubscriptionSettings(_Section):
     task_system: str = "urn:fhir-scribe:job"  # Task.identifier.system of this service's jobs
     lease_s: int = Field(900, gt=0)  # an in-progress Task untouched this long is taken over and redone
     recovery_interval_s: float = Field(60, gt=0)
+    # One notification may name at most this many Bundle entries / notification events (larger: 413).
+    max_entries: int = Field(100, gt=0, le=10_000)
+    max_events: int = Field(100, gt=0, le=10_000)
 
 
 class FhirSettings(_Section):
@@ -184,6 +200,9 @@ class AuthSettings(_Section):
     algorithms: list[Literal["RS256", "RS384", "ES256", "ES384"]] = ["RS256", "RS384", "ES256", "ES384"]
     leeway_s: int = Field(60, ge=0, le=300)
     jwks_min_refresh_s: float = Field(30.0, ge=0)  # refetch a JWKS for an unknown kid at most this often
+    jwks_ttl_s: float = Field(3600.0, gt=0)  # a cached JWKS is refetched after this long (keys the issuer removed)
+    # 403 refusals are audited in the EHR (AuditEvent); at most this many per caller per minute, the rest counted.
+    refusal_audits_per_minute: int = Field(10, ge=0)
     backend_services: BackendServicesSettings | None = None
 
 
@@ -212,6 +231,8 @@ class SmartAppSettings(_Section):
     # The longest an app session lives with refresh tokens (a clinical shift); the page refreshes before each
     # access token expires.
     session_max_s: int = Field(43200, gt=0)
+    # Who may frame the app (CSP frame-ancestors): EHRs embed SMART apps in iframes; list the EHR's origins.
+    frame_ancestors: list[str] = ["'self'"]
 
 
 class LoggingSettings(_Section):
