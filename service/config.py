@@ -8,6 +8,7 @@ A bad value stops start-up with a message that names the setting, never a stack 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -222,7 +223,9 @@ class SmartAppSettings(_Section):
                    "patient/DocumentReference.c " + _CHART_SCOPES)
     standalone_scopes: str = ("launch/patient openid fhirUser online_access patient/Patient.r "
                               "patient/DocumentReference.c " + _CHART_SCOPES)
-    # Where browsers reach fhir-scribe (redirect_uri = public_url + /smart/callback); null: from the request.
+    # Where browsers reach fhir-scribe (redirect_uri = public_url + /smart/callback; the origin the app's requests
+    # must come from). Required when the app is on and the server listens beyond loopback: a Host header is the
+    # caller's text and must never choose where the EHR sends codes. null on loopback: http://<host>:<port>.
     public_url: str | None = None
     # base64url 32-byte AES-256-GCM keys; the first seals session cookies, all open them (rotation). Empty: the
     # app is off.
@@ -233,6 +236,14 @@ class SmartAppSettings(_Section):
     session_max_s: int = Field(43200, gt=0)
     # Who may frame the app (CSP frame-ancestors): EHRs embed SMART apps in iframes; list the EHR's origins.
     frame_ancestors: list[str] = ["'self'"]
+
+    @field_validator("frame_ancestors")
+    @classmethod
+    def _csp_sources(cls, value: list[str]) -> list[str]:
+        for source in value:
+            if not re.fullmatch(r"'self'|'none'|https?://(\*\.)?[A-Za-z0-9.\-]+(:[0-9]{1,5})?", source):
+                raise ValueError(f"{source!r} is not 'self', 'none' or an origin like https://ehr.example.org")
+        return value or ["'none'"]
 
 
 class LoggingSettings(_Section):
@@ -256,6 +267,21 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     smart_app: SmartAppSettings = SmartAppSettings()
     logging: LoggingSettings = LoggingSettings()
+
+    @model_validator(mode="after")
+    def _public_url(self) -> "Settings":
+        app = self.smart_app
+        if app.public_url is not None:
+            app.public_url = app.public_url.rstrip("/")
+            if not app.public_url.startswith(("https://", "http://")):
+                raise ValueError("smart_app.public_url must be an http(s) URL")
+        elif app.session_keys:
+            if self.server.host not in ("127.0.0.1", "localhost", "::1"):
+                raise ValueError("smart_app.public_url is required when the SMART app is on and the server listens "
+                                 f"on {self.server.host} (browsers' Host headers are not trusted)")
+            host = f"[{self.server.host}]" if ":" in self.server.host else self.server.host
+            app.public_url = f"http://{host}:{self.server.port}"
+        return self
 
     @classmethod
     def settings_customise_sources(

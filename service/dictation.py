@@ -101,6 +101,10 @@ class DictationService:
         if draft.identifier.system != self.settings.fhir.identifier_system:
             raise BadRequest(f"the draft's identifier system is not {self.settings.fhir.identifier_system}")
         self.check_note_type(draft.context.note_type)
+        if from_client and draft.source is not None:
+            # Only a Subscription job names the recording a note transforms, after reading it from the EHR; a
+            # client-named source would let a note point at any patient's document.
+            raise Unprocessable("'source' is set by fhir-scribe's Subscription jobs only; leave it out of a commit")
         if from_client:
             draft = draft.model_copy(update={"note": await self.sections.structure(draft.text), "resources": {}})
         try:

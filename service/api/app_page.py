@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import FileResponse, Response
 
 from service.errors import ScribeError
@@ -11,8 +11,13 @@ from service.web import STATIC
 router = APIRouter(tags=["SMART app"], include_in_schema=False)
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
        "media-src 'self' blob:; object-src 'none'; base-uri 'none'; form-action 'self'")
-_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
-            "Cache-Control": "no-cache"}
+_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
+
+
+def _headers(request: Request) -> dict[str, str]:
+    """EHRs show SMART apps in an iframe: only the origins in smart_app.frame_ancestors may frame the page."""
+    ancestors = " ".join(request.app.state.settings.smart_app.frame_ancestors)
+    return {**_HEADERS, "Content-Security-Policy": f"{CSP}; frame-ancestors {ancestors}"}
 _FILES = {"app.js": "text/javascript", "app.css": "text/css"}
 
 
@@ -21,12 +26,12 @@ class NoSuchFile(ScribeError):
 
 
 @router.get("/app/")
-async def page() -> Response:
-    return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8", headers=_HEADERS)
+async def page(request: Request) -> Response:
+    return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8", headers=_headers(request))
 
 
 @router.get("/app/static/{name}")
-async def static(name: str) -> Response:
+async def static(name: str, request: Request) -> Response:
     if name not in _FILES:  # a fixed list: no path from the request ever reaches the file system
-        raise NoSuchFile(f"no file {name!r}")
-    return FileResponse(STATIC / name, media_type=_FILES[name], headers=_HEADERS)
+        raise NoSuchFile("no such file")
+    return FileResponse(STATIC / name, media_type=_FILES[name], headers=_headers(request))

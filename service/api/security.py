@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from fastapi import Request
 
-from service.auth.errors import Forbidden, InvalidToken
+from service.auth.errors import Forbidden, InvalidToken, MalformedAuthorization
 from service.auth.principal import Principal
 from service.auth.scopes import allows
 from service.documents.draft import DictationContext
@@ -28,7 +28,10 @@ async def authenticated(request: Request) -> Principal | None:
     validator = request.app.state.tokens
     if validator is None:
         return None
-    authorization = request.headers.get("authorization")
+    offered = request.headers.getlist("authorization")
+    if len(offered) > 1:
+        raise MalformedAuthorization("the request has more than one Authorization header; send exactly one")
+    authorization = offered[0] if offered else None
     if authorization is None and SESSION_COOKIE in request.cookies:
         session = open_session(request)
         if request.method not in _SAFE_METHODS:
@@ -50,7 +53,8 @@ def open_session(request: Request) -> dict[str, Any]:
 def csrf_checked(request: Request, session: dict[str, Any]) -> None:
     """Same-origin (Origin header, when the browser sends one) and the session's CSRF token in X-CSRF-Token."""
     origin = request.headers.get("origin")
-    if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+    public = urlsplit(request.app.state.settings.smart_app.public_url or "")
+    if origin is not None and (urlsplit(origin).scheme, urlsplit(origin).netloc) != (public.scheme, public.netloc):
         raise Forbidden("cross-origin request refused")
     token = request.headers.get("x-csrf-token", "")
     if not hmac.compare_digest(token, session.get("csrf", "")):
@@ -65,10 +69,11 @@ def authorize_dictation(request: Request, principal: Principal | None, requested
     principal.require("Patient", "r")
     if requested.encounter or principal.encounter:
         principal.require("Encounter", "r")
-    patient, encounter, author = principal.context(requested.patient or None, requested.encounter,
-                                                   requested.author or None)
     fhir_base = request.app.state.settings.fhir.base_url.rstrip("/")
-    if fhir_base in (a.rstrip("/") for a in principal.audiences):
+    forwarded = fhir_base in (a.rstrip("/") for a in principal.audiences)
+    patient, encounter, author = principal.context(requested.patient or None, requested.encounter,
+                                                   requested.author or None, forwarded=forwarded)
+    if forwarded:
         on_behalf_of.set(principal.token)  # the token was issued for the FHIR server: act as the user there
     return requested.model_copy(update={"patient": patient, "encounter": encounter, "author": author})
 

@@ -18,6 +18,12 @@ from service.web.style import stylesheet
 
 router = APIRouter(tags=["SMART app"])
 LAUNCH_COOKIE = "scribe_launch"
+# RFC 6749 s4.1.2.1 authorization error codes (and OpenID Connect's): the only EHR text the answer repeats.
+_OAUTH_ERRORS = {"invalid_request", "unauthorized_client", "access_denied", "unsupported_response_type",
+                 "invalid_scope", "server_error", "temporarily_unavailable", "interaction_required", "login_required",
+                 "account_selection_required", "consent_required", "invalid_request_uri",
+                 "invalid_request_object", "request_not_supported", "request_uri_not_supported",
+                 "registration_not_supported"}
 
 
 class AppOff(ScribeError):
@@ -32,8 +38,8 @@ def _app(request: Request):  # type: ignore[no-untyped-def]
 
 
 def _redirect_uri(request: Request) -> str:
-    public = request.app.state.settings.smart_app.public_url
-    return f"{(public or str(request.base_url)).rstrip('/')}/smart/callback"
+    """From settings only (see SmartAppSettings.public_url), never from the request's Host header."""
+    return f"{request.app.state.settings.smart_app.public_url}/smart/callback"
 
 
 def _cookie(response: Response, name: str, value: str, max_age: int, path: str = "/") -> None:
@@ -54,8 +60,9 @@ async def launch(request: Request, iss: str, launch: str | None = None) -> Redir
 async def callback(request: Request, code: str | None = None, state: str | None = None, error: str | None = None,
                    error_description: str | None = None) -> RedirectResponse:
     smart_app, cookies = _app(request)
-    if error:
-        raise LaunchFailed(f"the EHR did not authorize the app: {error} {error_description or ''}".strip())
+    if error:  # the EHR's words are not echoed (they arrive in the URL: anyone can write them); known codes are
+        code = error if error in _OAUTH_ERRORS else "an error"
+        raise LaunchFailed(f"the EHR did not authorize the app ({code})")
     pending = cookies.open("launch", request.cookies.get(LAUNCH_COOKIE))
     if pending is None:
         raise LaunchFailed("no launch in progress in this browser (expired, or started elsewhere)")
@@ -70,10 +77,10 @@ async def callback(request: Request, code: str | None = None, state: str | None 
 
 def _session_cookie(request: Request, response: Response, session: dict) -> None:
     """With a refresh token the session may last a shift (the page refreshes each access token before it
-    expires); without one it ends with its access token."""
-    ttl = int(session["expires_at"] - time.time())
-    if session.get("refresh_token"):
-        ttl = max(ttl, request.app.state.settings.smart_app.session_max_s)
+    expires), counted from the launch: refreshing never extends it. Without one it ends with its access token."""
+    now = time.time()
+    ends = session["max_until"] if session.get("refresh_token") else min(session["expires_at"], session["max_until"])
+    ttl = int(ends - now)
     _cookie(response, SESSION_COOKIE, _app(request)[1].seal("session", session, max(ttl, 1)), max(ttl, 1))
 
 

@@ -80,11 +80,14 @@ class SmartAppClient:
             "fhir_user": fhir_user, "scope": tokens.get("scope", ""),
             "need_patient_banner": bool(tokens.get("need_patient_banner", False)),
             "smart_style_url": tokens.get("smart_style_url"), "csrf": secrets.token_urlsafe(32),
+            "max_until": time.time() + self.settings.session_max_s,  # from the launch; refreshes never move it
         }
 
     async def refresh(self, session: dict[str, Any]) -> dict[str, Any]:
         """The session with a new access token from its refresh token. The launch context stays the one the
         clinician launched with: a refreshed token naming another patient or user ends the session instead."""
+        if time.time() >= session.get("max_until", 0):
+            raise InvalidToken("the app session has reached its maximum length: launch the app again from the EHR")
         tokens = await self._token_request(session["token_endpoint"], {
             "grant_type": "refresh_token", "refresh_token": session["refresh_token"],
             "client_id": self.settings.client_id}, InvalidToken)

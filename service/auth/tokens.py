@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from base64 import urlsafe_b64decode
 from typing import Any
@@ -22,28 +23,32 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
-from service.auth.errors import InvalidToken
+from service.auth.errors import InvalidToken, MalformedAuthorization
 from service.auth.principal import Principal
 from service.auth.scopes import parse
 from service.config import AuthSettings, IssuerSettings
 from service.logs import event
 
 log = logging.getLogger(__name__)
+# RFC 6750 s2.1 b64token: what a bearer token may consist of.
+_B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
 
 
 class _Issuer:
-    def __init__(self, config: IssuerSettings, http: httpx.AsyncClient, min_refresh_s: float) -> None:
+    def __init__(self, config: IssuerSettings, http: httpx.AsyncClient, min_refresh_s: float, ttl_s: float) -> None:
         self.config = config
         self._http = http
         self._min_refresh_s = min_refresh_s
+        self._ttl_s = ttl_s  # a key the issuer removed must stop being trusted without a restart
         self._keys: KeySet | None = None
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
 
     async def keys(self, kid: str | None) -> KeySet:
         async with self._lock:
-            stale = self._keys is None or (kid is not None and not _has_kid(self._keys, kid))
-            if stale and (self._keys is None or time.monotonic() - self._fetched_at >= self._min_refresh_s):
+            age = time.monotonic() - self._fetched_at
+            stale = self._keys is None or age >= self._ttl_s or (kid is not None and not _has_kid(self._keys, kid))
+            if stale and (self._keys is None or age >= self._min_refresh_s):
                 self._keys = KeySet.import_key_set(await self._fetch_jwks())
                 self._fetched_at = time.monotonic()
                 event(log, "auth.jwks_fetched", issuer=self.config.issuer, keys=len(self._keys.keys))
@@ -75,7 +80,7 @@ class TokenValidator:
     def __init__(self, settings: AuthSettings, http: httpx.AsyncClient | None = None) -> None:
         self.settings = settings
         self._http = http or httpx.AsyncClient(timeout=10)
-        self._issuers = {i.issuer.rstrip("/"): _Issuer(i, self._http, settings.jwks_min_refresh_s)
+        self._issuers = {i.issuer.rstrip("/"): _Issuer(i, self._http, settings.jwks_min_refresh_s, settings.jwks_ttl_s)
                          for i in settings.issuers}
 
     async def aclose(self) -> None:
@@ -88,6 +93,10 @@ class TokenValidator:
         if scheme.lower() != "bearer" or not token.strip():
             raise InvalidToken("the Authorization header is not 'Bearer <token>'", error="invalid_request")
         token = token.strip()
+        if "," in token or " " in token:  # "Bearer a, Bearer b": two credentials folded into one header
+            raise MalformedAuthorization("send exactly one bearer token")
+        if not _B64TOKEN.match(token):
+            raise self._refuse("the bearer token has characters a token cannot have")
         if token.count(".") == 2:
             return await self._from_jwt(token)
         return await self._from_introspection(token)
@@ -97,8 +106,8 @@ class TokenValidator:
         issuer = self._issuers.get(str(unverified.get("iss", "")).rstrip("/"))
         if issuer is None:
             raise self._refuse("the token's issuer is not trusted")
-        if header.get("alg") not in self.settings.algorithms:
-            raise self._refuse(f"signing algorithm '{header.get('alg')}' is not accepted")
+        if header.get("alg") not in self.settings.algorithms:  # never echoed: the header is the caller's text
+            raise self._refuse(f"the token's signing algorithm is not one of {', '.join(self.settings.algorithms)}")
         keys = await issuer.keys(header.get("kid"))
         try:
             verified = jwt.decode(token, keys, algorithms=list(self.settings.algorithms))
@@ -109,13 +118,15 @@ class TokenValidator:
         return _principal(claims, token, issuer.config)
 
     def _check_claims(self, claims: dict[str, Any], issuer: IssuerSettings) -> None:
+        problem = _claim_types(claims)
+        if problem:
+            raise self._refuse(problem)
         registry = JWTClaimsRegistry(leeway=self.settings.leeway_s, exp={"essential": True})
         try:
             registry.validate(claims)
         except JoseError as exc:
             raise self._refuse(_claim_problem(exc)) from None
-        audiences = claims.get("aud")
-        audiences = [audiences] if isinstance(audiences, str) else list(audiences or [])
+        audiences = _strings(claims.get("aud"))
         if not {a.rstrip("/") for a in audiences} & {a.rstrip("/") for a in issuer.audiences}:
             raise self._refuse("the token is not meant for this service (aud)")
 
@@ -128,11 +139,12 @@ class TokenValidator:
         keys = await issuer.keys(header.get("kid"))
         try:
             claims = jwt.decode(id_token, keys, algorithms=list(self.settings.algorithms)).claims
+            if _claim_types(claims):
+                raise self._refuse(f"id_token: {_claim_types(claims)}")
             JWTClaimsRegistry(leeway=self.settings.leeway_s, exp={"essential": True}).validate(claims)
         except JoseError as exc:
             raise self._refuse(f"id_token check failed ({exc.error})") from None
-        audiences = claims.get("aud")
-        if client_id not in ([audiences] if isinstance(audiences, str) else list(audiences or [])):
+        if client_id not in _strings(claims.get("aud")):
             raise self._refuse("the id_token is not for this app")
         if not nonce or claims.get("nonce") != nonce:
             raise self._refuse("the id_token does not answer this login (nonce)")
@@ -150,7 +162,11 @@ class TokenValidator:
                 answer = response.json()
             except (httpx.HTTPError, ValueError):
                 continue
-            if answer.get("active"):
+            if not isinstance(answer, dict):
+                continue
+            if answer.get("active") is True:
+                if not isinstance(answer.get("exp", 0), (int, float)):
+                    raise self._refuse("the introspection answer's exp is not a number")
                 if answer.get("exp") and answer["exp"] + self.settings.leeway_s < time.time():
                     raise self._refuse("the token has expired")
                 self._check_claims({**answer, "exp": answer.get("exp", time.time() + 60)}, issuer.config)
@@ -163,11 +179,8 @@ class TokenValidator:
 
 
 def _principal(claims: dict[str, Any], token: str, issuer: IssuerSettings) -> Principal:
-    audiences = claims.get("aud")
-    audiences = [audiences] if isinstance(audiences, str) else list(audiences or [])
-    scope = claims.get("scope") or claims.get("scp") or ""
-    if isinstance(scope, list):
-        scope = " ".join(scope)
+    audiences = _strings(claims.get("aud"))
+    scope = " ".join(_strings(claims.get("scope") or claims.get("scp")))
     return Principal(issuer=issuer.issuer, subject=str(claims.get("sub") or ""), client_id=claims.get("client_id"),
                      scope=scope, scopes=parse(scope), patient=claims.get("patient"),
                      encounter=claims.get("encounter"), fhir_user=_fhir_user(claims.get("fhirUser")),
@@ -186,9 +199,40 @@ def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Header and claims before verification: only to choose the issuer and keys, never trusted."""
     try:
         head, body, _ = token.split(".")
-        return json.loads(_b64(head)), json.loads(_b64(body))
-    except (ValueError, UnicodeDecodeError):
+        header, claims = json.loads(_b64(head)), json.loads(_b64(body))
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidToken("the token is not a well-formed JWT") from None
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise InvalidToken("the token is not a well-formed JWT (header and claims must be JSON objects)")
+    return header, claims
+
+
+# The claims fhir-scribe reads, and the JSON types they must have (anything else is refused, never coerced).
+_CLAIM_TYPES: dict[str, tuple[type, ...]] = {
+    "iss": (str,), "sub": (str,), "client_id": (str,), "patient": (str,), "encounter": (str,), "fhirUser": (str,),
+    "nonce": (str,), "exp": (int, float), "nbf": (int, float), "iat": (int, float),
+}
+
+
+def _claim_types(claims: dict[str, Any]) -> str | None:
+    """What is wrong with the claims' types, or None. bool is an int in Python but not a JSON number here."""
+    for name, kinds in _CLAIM_TYPES.items():
+        value = claims.get(name)
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+            return f"the token's '{name}' claim is not a {'string' if kinds == (str,) else 'number'}"
+    for name in ("aud", "scope", "scp"):
+        value = claims.get(name)
+        if value is not None and not (isinstance(value, str) or
+                                      (isinstance(value, list) and all(isinstance(v, str) for v in value))):
+            return f"the token's '{name}' claim is not a string or a list of strings"
+    return None
+
+
+def _strings(value: Any) -> list[str]:
+    """A claim that may be one string or a list of them (aud, scope as scp); types are checked before."""
+    if isinstance(value, str):
+        return [value]
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 def _b64(part: str) -> bytes:

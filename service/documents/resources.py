@@ -8,11 +8,14 @@ in our code, not at the EHR. The AuditEvent carries references and identifiers o
 from __future__ import annotations
 
 import base64
+import re
 import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
+
+from urllib.parse import quote
 
 from fhir.resources.R4B.auditevent import AuditEvent
 from fhir.resources.R4B.bundle import Bundle
@@ -28,6 +31,7 @@ AUDIT_PROFILE = "DictationAuditEvent"
 TEXT_PLAIN = "text/plain; charset=utf-8"
 XHTML = "application/xhtml+xml"
 _DCM = "http://dicom.nema.org/resources/ontology/DCM"
+_QUERY_SAFE = "/:|\\,$"  # kept readable in ifNoneExist; & = # + % and spaces are encoded
 _BALP_ENTITY = "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType"
 
 
@@ -39,6 +43,9 @@ class WritePlan:
     document_reference: dict[str, Any]
     audit_event: dict[str, Any]
     document_full_url: str
+    # What makes a note "this note": its identifier *for this patient*. A client may choose the identifier (an
+    # Idempotency-Key), so the patient is part of the match: another patient's note can never be found by it.
+    criteria: dict[str, str]
 
 
 def document_reference(draft: Draft, settings: FhirSettings) -> dict[str, Any]:
@@ -167,7 +174,9 @@ def write_plan(draft: Draft, settings: FhirSettings, request_id: str) -> WritePl
     doc = document_reference(draft, settings)
     doc_url, audit_url = f"urn:uuid:{uuid.uuid4()}", f"urn:uuid:{uuid.uuid4()}"
     audit = audit_event(draft, settings, doc_url, request_id)
-    condition = f"identifier={draft.identifier.system}|{draft.identifier.value}"
+    criteria = {"identifier": token_param(draft.identifier.system, draft.identifier.value),
+                "subject": f"Patient/{draft.context.patient}"}
+    condition = "&".join(f"{name}={quote(value, safe=_QUERY_SAFE)}" for name, value in criteria.items())
     bundle = {
         "resourceType": "Bundle",
         "type": "transaction",
@@ -177,7 +186,16 @@ def write_plan(draft: Draft, settings: FhirSettings, request_id: str) -> WritePl
             {"fullUrl": audit_url, "resource": audit, "request": {"method": "POST", "url": "AuditEvent"}},
         ],
     }
-    return WritePlan(_checked(Bundle, bundle), doc, audit, doc_url)
+    return WritePlan(_checked(Bundle, bundle), doc, audit, doc_url, criteria)
+
+
+def token_param(system: str, value: str) -> str:
+    """``system|value`` for a token search, escaped per FHIR search rules (\\ , $ |), so no value can add a
+    second alternative or a modifier to the criteria."""
+    def escape(text: str) -> str:
+        return re.sub(r"([\\,$|])", r"\\\1", text)
+
+    return f"{escape(system)}|{escape(value)}"
 
 
 def _checked(model: type, resource: dict[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,8 @@ from service.logs import event, request_id
 log = logging.getLogger(__name__)
 FHIR_JSON = "application/fhir+json"
 RETRY_STATUSES = {429, 502, 503, 504}
+_RESOURCE_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+_RESOURCE_ID = re.compile(r"^(?=[A-Za-z0-9\-.]*[A-Za-z0-9\-])[A-Za-z0-9\-.]{1,64}$")  # a FHIR id, never . or ..
 _LOCATION = re.compile(r"(?:^|/)(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/(?P<vid>[^/]+))?/?$")
 
 
@@ -172,7 +174,10 @@ class FhirClient:
         return error
 
     async def read(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
-        """The resource, or None when the server says it does not exist (404/410)."""
+        """The resource, or None when the server says it does not exist (404/410) or the id cannot be one (an id
+        becomes a URL path: "..", a slash or a query must never reach the server)."""
+        if not (_RESOURCE_TYPE.match(resource_type) and _RESOURCE_ID.match(resource_id)):
+            return None
         response = await self.send("GET", f"{resource_type}/{resource_id}", retry=True)
         if response.status_code in (404, 410):
             return None

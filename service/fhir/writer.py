@@ -59,7 +59,7 @@ class NoteWriter:
             raise Unprocessable(f"Encounter/{ctx.encounter} belongs to a different patient than Patient/{ctx.patient}")
 
     async def write(self, plan: WritePlan, identifier: Identifier, request_id: str) -> WriteResult:
-        key = f"{identifier.system}|{identifier.value}"
+        key = repr(sorted(plan.criteria.items()))  # identifier and patient
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             return await self._write(plan, identifier, request_id)
@@ -69,7 +69,7 @@ class NoteWriter:
         for attempt in range(1, attempts + 1):
             if attempt > 1:
                 await asyncio.sleep(self.client.backoff(attempt - 1))
-                existing = await self._find(identifier)
+                existing = await self._find(plan)
                 if existing is not None:  # an earlier attempt committed after all
                     return await self._existing(existing, plan, atomic=True)
             try:
@@ -101,7 +101,7 @@ class NoteWriter:
 
     async def _two_step(self, plan: WritePlan, request_id: str) -> WriteResult:
         """No transactions on this server: conditional create, then the AuditEvent naming the real id."""
-        condition = plan.bundle["entry"][0]["request"]["ifNoneExist"]
+        condition = plan.bundle["entry"][0]["request"]["ifNoneExist"]  # identifier and patient
         response = await self.client.send("POST", "DocumentReference", json=plan.document_reference,
                                           headers={"If-None-Exist": condition})
         if response.status_code not in (200, 201):
@@ -120,10 +120,9 @@ class NoteWriter:
                                   f"AuditEvent/{audit_response.json().get('id', '')}").id
         return self._result(doc.id, audit_id, response.status_code == 201, atomic=False)
 
-    async def _find(self, identifier: Identifier) -> dict[str, Any] | None:
+    async def _find(self, plan: WritePlan) -> dict[str, Any] | None:
         try:
-            found = await self.client.search("DocumentReference",
-                                             {"identifier": f"{identifier.system}|{identifier.value}"})
+            found = await self.client.search("DocumentReference", plan.criteria)
         except ScribeError:
             return None  # still unreachable: the next attempt will say so
         return found[0] if found else None
@@ -133,13 +132,17 @@ class NoteWriter:
         return self._result(existing["id"], None, created=False, atomic=atomic)
 
     def _same_note(self, existing: dict[str, Any], plan: WritePlan) -> None:
-        """A retry finds its own note; a different text under the same identifier must not vanish silently."""
+        """A retry finds its own note; a different text under the same identifier must not vanish silently.
+        The match was already limited to this patient; the encounter must be the same too. The answer names no
+        id: the caller learns only that this identifier is taken for this patient."""
         ours, theirs = plan.document_reference, existing
         if (_text(ours) != _text(theirs) or ours.get("docStatus") != theirs.get("docStatus")
-                or _codes(ours.get("type")) != _codes(theirs.get("type"))):
-            raise Conflict(f"DocumentReference/{existing.get('id')} already carries this identifier with a different "
-                           "text, status or note type; nothing was written (use a new Idempotency-Key to write "
-                           "another note)")
+                or _codes(ours.get("type")) != _codes(theirs.get("type"))
+                or _reference(ours.get("subject")) != _reference(theirs.get("subject"))
+                or _encounters(ours) != _encounters(theirs)):
+            raise Conflict("a note with this identifier already exists for this patient with a different text, "
+                           "status, note type or encounter; nothing was written (use a new Idempotency-Key to "
+                           "write another note)")
 
     def _result(self, doc_id: str, audit_id: str | None, created: bool, atomic: bool) -> WriteResult:
         base = self.client.base_url
@@ -150,6 +153,14 @@ class NoteWriter:
 
 def _text(document: dict[str, Any]) -> str | None:
     return ((document.get("content") or [{}])[0].get("attachment") or {}).get("data")
+
+
+def _reference(value: Any) -> str | None:
+    return value.get("reference") if isinstance(value, dict) else None
+
+
+def _encounters(document: dict[str, Any]) -> list[str | None]:
+    return [_reference(e) for e in (document.get("context") or {}).get("encounter") or []]
 
 
 def _codes(concept: dict[str, Any] | None) -> set[tuple[str, str]]:

@@ -103,7 +103,7 @@ def assert_refused(response, proxy, status, error, fragment):
     else:
         assert "error=" not in challenge
     assert fragment in response.json()["detail"]
-    if status == 401:
+    if status in (400, 401):
         time.sleep(0.3)
         assert proxy.faults.seen == []  # nothing reached the FHIR server, not even an audit
         return
@@ -147,7 +147,7 @@ def test_alg_none(service, oidc, proxy, dictation):
     header, claims = _parts(token(oidc))
     forged = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}."
     assert_refused(dictate(service, dictation.audio, forged), proxy, 401, "invalid_token",
-                   "algorithm 'none' is not accepted")
+                   "signing algorithm is not one of RS256")
 
 
 def test_hs256_signed_with_the_public_key(service, oidc, proxy, dictation):
@@ -157,7 +157,7 @@ def test_hs256_signed_with_the_public_key(service, oidc, proxy, dictation):
     signing_input = f"{_b64({'alg': 'HS256', 'typ': 'JWT', 'kid': header['kid']})}.{_b64(claims)}"
     signature = _b64(hmac.new(secret, signing_input.encode(), hashlib.sha256).digest())
     assert_refused(dictate(service, dictation.audio, f"{signing_input}.{signature}"), proxy, 401, "invalid_token",
-                   "algorithm 'HS256' is not accepted")
+                   "signing algorithm is not one of RS256")
 
 
 def test_unknown_kid(service, oidc, proxy, dictation):

@@ -97,7 +97,7 @@ def test_review_then_commit(server, fhir_server, dictation):
 
     body["text"] = "a different note under the same key"
     conflict = httpx.post(server.url + "/v1/dictations/commit", json=body, timeout=60)
-    assert_problem(conflict, 409, "conflict", "already carries this identifier")
+    assert_problem(conflict, 409, "conflict", "already exists for this patient")
     assert conflict.json()["draft"]["text"] == "a different note under the same key"  # nothing lost
 
 

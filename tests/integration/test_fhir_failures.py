@@ -133,7 +133,8 @@ def test_server_rejection_reports_its_operation_outcome(proxy):
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
         {"fullUrl": "urn:uuid:1", "resource": bad, "request": {"method": "POST", "url": "DocumentReference"}},
         {"fullUrl": "urn:uuid:2", "resource": bad, "request": {"method": "POST", "url": "DocumentReference"}}]}
-    plan = WritePlan(bundle=bundle, document_reference=bad, audit_event={}, document_full_url="urn:uuid:1")
+    plan = WritePlan(bundle=bundle, document_reference=bad, audit_event={}, document_full_url="urn:uuid:1",
+                    criteria={"identifier": "urn:x|rejected-1", "subject": "Patient/demo-patient"})
 
     async def run():
         client = FhirClient(settings)

@@ -31,8 +31,8 @@ def principal(scope="patient/Patient.r patient/Encounter.r patient/DocumentRefer
 
 
 def test_token_context_fills_and_wins():
-    assert principal().context(None, None, None) == ("p1", "e1", "Practitioner/d1")
-    assert principal().context("p1", "e1", "Practitioner/d1") == ("p1", "e1", "Practitioner/d1")
+    assert principal().context(None, None, None, forwarded=False) == ("p1", "e1", "Practitioner/d1")
+    assert principal().context("p1", "e1", "Practitioner/d1", forwarded=True) == ("p1", "e1", "Practitioner/d1")
 
 
 @pytest.mark.parametrize("kwargs, request_ctx, fragment", [
@@ -43,17 +43,28 @@ def test_token_context_fills_and_wins():
     ({"fhir_user": "Patient/p1"}, (None, None, None), "the token's user is a Patient"),
     ({"scope": "user/DocumentReference.c", "patient": None, "encounter": None}, (None, None, None), "no patient"),
     ({"scope": "system/*.c", "patient": None, "encounter": None, "fhir_user": None}, ("p9", None, None), "no author"),
+    # A token without fhirUser cannot name the author, whatever else it carries.
+    ({"fhir_user": None}, (None, None, "Practitioner/d1"), "no author"),
+    ({"scope": "user/DocumentReference.c", "patient": None, "encounter": None, "fhir_user": None},
+     ("p9", None, "Practitioner/anyone"), "no author"),
 ])
 def test_context_refusals(kwargs, request_ctx, fragment):
     with pytest.raises(Forbidden, match=fragment) as caught:
-        principal(**kwargs).context(*request_ctx)
+        principal(**kwargs).context(*request_ctx, forwarded=True)
     assert caught.value.status == 403 and 'error="insufficient_scope"' in caught.value.headers["WWW-Authenticate"]
 
 
-def test_user_scoped_token_may_choose_the_patient():
+def test_user_scoped_token_may_choose_the_patient_only_when_the_ehr_checks_it():
     p = principal(scope="user/DocumentReference.c user/Patient.r", patient=None, encounter=None)
     assert not patient_scoped(p.scopes)
-    assert p.context("p7", "e7", None) == ("p7", "e7", "Practitioner/d1")
+    # Forwarded to the FHIR server: the EHR enforces this user's access to p7 on every call.
+    assert p.context("p7", "e7", None, forwarded=True) == ("p7", "e7", "Practitioner/d1")
+    # Not forwarded: fhir-scribe would act with its own identity on a patient the EHR never tied to this user.
+    with pytest.raises(Forbidden, match="not issued for the FHIR server"):
+        p.context("p7", "e7", None, forwarded=False)
+    system = principal(scope="system/*.cruds", patient=None, encounter=None, fhir_user=None)
+    with pytest.raises(Forbidden, match="not issued for the FHIR server"):
+        system.context("p7", None, None, forwarded=False)
 
 
 def test_require_names_the_missing_scope():

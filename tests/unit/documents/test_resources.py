@@ -62,7 +62,8 @@ def test_audit_event_holds_references_only(plan):
 def test_transaction_is_conditional_on_the_identifier(plan):
     doc_entry, audit_entry = plan.bundle["entry"]
     assert doc_entry["request"] == {"method": "POST", "url": "DocumentReference",
-                                    "ifNoneExist": f"identifier={SETTINGS.identifier_system}|abc12345"}
+                                    "ifNoneExist": f"identifier={SETTINGS.identifier_system}|abc12345"
+                                                   f"&subject=Patient/{CTX.patient}"}
     assert audit_entry["request"] == {"method": "POST", "url": "AuditEvent"}
     assert doc_entry["fullUrl"] == plan.document_full_url
 
