@@ -5,6 +5,7 @@ OperationOutcomes."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 
@@ -50,7 +51,11 @@ async def notified(request: Request, resource_type: str | None = None,
         body += chunk
         if len(body) > limit:
             raise BadRequest(f"the notification is larger than {limit} bytes")
-    work = parse(bytes(body), resource_type, resource_id)
+    # Off the event loop: json.loads of a multi-megabyte body takes a while. parse refuses a Bundle past the limits
+    # (413) before any per-event work, and every malformed shape as a 400 OperationOutcome.
+    work = await asyncio.to_thread(parse, body, resource_type, resource_id,
+                                   max_entries=settings.subscriptions.max_entries,
+                                   max_events=settings.subscriptions.max_events)
     if not work.empty:
         dispatcher.submit(work)
     event(log, "subscription.notified", kind=work.kind, sources=len(work.resources) + len(work.references),

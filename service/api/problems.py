@@ -30,8 +30,8 @@ def problem(status: int, slug: str, title: str, detail: str, headers: dict[str, 
 
 def operation_outcome(status: int, slug: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     """The same error for a FHIR client (the Subscription endpoint): an OperationOutcome."""
-    code = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 503: "transient"}.get(status,
-                                                                                                   "exception")
+    code = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 413: "too-long",
+            503: "transient"}.get(status, "exception")
     body = {"resourceType": "OperationOutcome", "issue": [{
         "severity": "error", "code": code, "diagnostics": detail,
         "details": {"coding": [{"system": PROBLEM_BASE.rstrip(":"), "code": slug}],
