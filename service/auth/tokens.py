@@ -47,8 +47,9 @@ class _Issuer:
     async def keys(self, kid: str | None) -> KeySet:
         async with self._lock:
             age = time.monotonic() - self._fetched_at
-            stale = self._keys is None or age >= self._ttl_s or (kid is not None and not _has_kid(self._keys, kid))
-            if stale and (self._keys is None or age >= self._min_refresh_s):
+            expired = self._keys is None or age >= self._ttl_s
+            unknown = kid is not None and self._keys is not None and not _has_kid(self._keys, kid)
+            if expired or (unknown and age >= self._min_refresh_s):
                 self._keys = KeySet.import_key_set(await self._fetch_jwks())
                 self._fetched_at = time.monotonic()
                 event(log, "auth.jwks_fetched", issuer=self.config.issuer, keys=len(self._keys.keys))

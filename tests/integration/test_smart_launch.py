@@ -185,3 +185,35 @@ def test_a_forged_or_stale_session_cookie_is_refused(service):
     for value in ("forged", KEYS[0]):
         response = httpx.get(service.url + "/smart/session", headers={"Cookie": f"scribe_session={value}"})
         assert response.status_code == 401 and "launch the app again" in response.json()["detail"]
+
+
+def test_the_host_header_never_chooses_where_the_ehr_sends_codes(service, oidc, proxy):
+    started = httpx.get(service.url + "/smart/launch", headers={"Host": "evil.example"},
+                        params={"iss": proxy.url, "launch": oidc.launch(patient=DEMO_PATIENT, fhir_user=DOCTOR)})
+    assert started.status_code == 302, started.text
+    redirect_uri = parse_qs(urlsplit(started.headers["location"]).query)["redirect_uri"][0]
+    assert redirect_uri == service.url + "/smart/callback"
+
+
+def test_a_cross_origin_request_with_a_forged_host_is_refused(service, oidc, proxy):
+    cookie, _ = launch(service, oidc, proxy, oidc.launch(patient=DEMO_PATIENT, encounter=DEMO_ENCOUNTER,
+                                                          fhir_user=DOCTOR))
+    csrf = httpx.get(service.url + "/smart/session", headers={"Cookie": f"scribe_session={cookie}"}).json()["csrf"]
+    forged = httpx.post(service.url + "/v1/sections", json={"text": "Plan: rest."},
+                        headers={"Cookie": f"scribe_session={cookie}", "X-CSRF-Token": csrf,
+                                 "Origin": "http://evil.example", "Host": "evil.example"})
+    assert forged.status_code == 403 and "cross-origin" in forged.json()["detail"]
+
+
+@pytest.mark.parametrize("error", ["<script>alert(1)</script>", "access_denied\" onload=\"x"])
+def test_callback_errors_are_not_echoed(service, error):
+    response = httpx.get(service.url + "/smart/callback",
+                         params={"error": error, "error_description": "<img src=x onerror=alert(1)>"})
+    assert response.status_code == 400
+    assert "<" not in response.text and "onload" not in response.text and "onerror" not in response.text
+
+
+def test_the_page_may_be_framed_only_by_the_configured_ancestors(service):
+    for path in ("/app/", "/app/static/app.js"):
+        csp = httpx.get(service.url + path).headers["content-security-policy"]
+        assert "frame-ancestors 'self'" in csp, csp
