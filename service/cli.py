@@ -266,7 +266,8 @@ def _settings_with_model(args: argparse.Namespace) -> Settings:
 
 
 def _fhir_settings(fhir: FhirSettings, args: argparse.Namespace) -> FhirSettings:
-    return fhir.model_copy(update={k: v for k, v in (("base_url", args.fhir_base), ("bearer_token", args.token)) if v})
+    update = {k: v for k, v in (("base_url", args.fhir_base), ("bearer_token", args.token)) if v}
+    return type(fhir).model_validate({**fhir.model_dump(), **update})
 
 
 def _with(settings: Settings, **transcription: object) -> Settings:

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 ENV_PREFIX = "SCRIBE_"
@@ -117,7 +117,7 @@ class SubscriptionSettings(_Section):
     writes the note, tracking each job as a Task in the EHR (no local queue survives a restart, none is needed)."""
 
     # The endpoint is on only with a secret: the Subscription's channel.header carries "<secret_header>: <secret>".
-    secret: str | None = None
+    secret: SecretStr | None = None
     secret_header: str = "X-Scribe-Secret"
     path: str = "/fhir/notify"
     # An empty notification ("something changed") runs this search for recordings; done ones have a Task already.
@@ -136,7 +136,7 @@ class FhirSettings(_Section):
     """The organization's FHIR server: the only place a note persists."""
 
     base_url: str = "http://127.0.0.1:8081/fhir"
-    bearer_token: str | None = None  # static token for sandboxes; SMART tokens replace it (auth issue)
+    bearer_token: SecretStr | None = None  # static token for sandboxes; SMART tokens replace it (auth issue)
     timeout_s: float = Field(15.0, gt=0)
     retries: int = Field(3, ge=0, le=10)  # for requests safe to repeat (reads, conditional creates)
     backoff_s: float = Field(0.5, ge=0)  # first retry delay; doubles, with jitter
@@ -161,10 +161,14 @@ class FhirSettings(_Section):
         return self
 
 
+ClientAuthMethod = Literal["none", "client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+
 class IntrospectionSettings(_Section):
     endpoint: str  # RFC 7662
     client_id: str
-    client_secret: str
+    client_secret: SecretStr
+    auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
 
 
 class IssuerSettings(_Section):
@@ -212,9 +216,14 @@ _CHART_SCOPES = ("patient/MedicationRequest.rs patient/MedicationStatement.rs pa
 
 
 class SmartAppSettings(_Section):
-    """The SMART app the EHR launches (EHR launch or standalone), a public client using PKCE."""
+    """The SMART app the EHR launches (EHR launch or standalone): authorization code with PKCE, as a public client
+    or a confidential one (client_secret_basic / client_secret_post with client_secret, private_key_jwt with
+    private_key_path: RS384 / ES384 like Backend Services)."""
 
     client_id: str = "fhir-scribe"
+    client_auth: ClientAuthMethod = "none"
+    client_secret: SecretStr | None = None
+    private_key_path: Path | None = None
     # online_access: a refresh token for as long as the clinician is signed in to the EHR, so a session outlives
     # a short access token; without one granted, the session ends when the access token does.
     # The four .rs scopes let the app read the patient's drugs, allergies and problems to hear them better
@@ -229,7 +238,7 @@ class SmartAppSettings(_Section):
     public_url: str | None = None
     # base64url 32-byte AES-256-GCM keys; the first seals session cookies, all open them (rotation). Empty: the
     # app is off.
-    session_keys: list[str] = []
+    session_keys: list[SecretStr] = []
     launch_timeout_s: int = Field(600, gt=0)  # how long a launch may take from EHR to callback
     # The longest an app session lives with refresh tokens (a clinical shift); the page refreshes before each
     # access token expires.
@@ -244,6 +253,14 @@ class SmartAppSettings(_Section):
             if not re.fullmatch(r"'self'|'none'|https?://(\*\.)?[A-Za-z0-9.\-]+(:[0-9]{1,5})?", source):
                 raise ValueError(f"{source!r} is not 'self', 'none' or an origin like https://ehr.example.org")
         return value or ["'none'"]
+
+    @model_validator(mode="after")
+    def _credentials_for_the_method(self) -> "SmartAppSettings":
+        if self.client_auth.startswith("client_secret") and self.client_secret is None:
+            raise ValueError(f"client_auth {self.client_auth} needs smart_app.client_secret")
+        if self.client_auth == "private_key_jwt" and self.private_key_path is None:
+            raise ValueError("client_auth private_key_jwt needs smart_app.private_key_path")
+        return self
 
 
 class LoggingSettings(_Section):

@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 
 from service import __doc__ as service_doc
@@ -14,6 +15,7 @@ from service.api import app_page, dictations, health, notify, sections, smart, t
 from service.api.middleware import RequestContextMiddleware
 from service.api.problems import install_problem_handlers
 from service.auth.backend import BackendServices
+from service.auth.oauth import Discovery, load_private_key
 from service.auth.session import SealedCookies, decode_key
 from service.auth.smart_app import SmartAppClient
 from service.auth.tokens import TokenValidator
@@ -53,25 +55,34 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None,
     if auth.enabled and not auth.issuers:
         raise ConfigError("SCRIBE_AUTH__ISSUERS: auth is enabled but no trusted issuer is configured; "
                           "set SCRIBE_AUTH__ENABLED=false only for a local demo")
-    backend = BackendServices(auth.backend_services, settings.fhir.base_url) if auth.backend_services else None
-    keys = [decode_key(k) for k in settings.smart_app.session_keys]  # a bad key stops start-up, named
+    # One HTTP client for the authorization servers (discovery, JWKS, the SMART style document); the OAuth
+    # registrations (app, Backend Services, introspection) each have their Authlib client.
+    auth_http = httpx.AsyncClient(timeout=15)
+    discovery = Discovery(auth_http)
+    backend = (BackendServices(auth.backend_services, settings.fhir.base_url, discovery)
+               if auth.backend_services else None)
+    app_key = (load_private_key(settings.smart_app.private_key_path, None, "SCRIBE_SMART_APP__PRIVATE_KEY_PATH")
+               if settings.smart_app.client_auth == "private_key_jwt" and settings.smart_app.private_key_path
+               else None)
+    keys = [decode_key(k.get_secret_value()) for k in settings.smart_app.session_keys]  # a bad key stops start-up, named
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not auth.enabled:
             event(log, "auth.DISABLED", level=logging.WARNING,
                   warning="authorization is OFF: every /v1 endpoint is open; for a local demo only")
-        app.state.tokens = TokenValidator(auth) if auth.enabled else None
+        app.state.tokens = TokenValidator(auth, auth_http, discovery) if auth.enabled else None
         app.state.smart_app = None
         if app.state.tokens is not None and keys:
-            app.state.smart_app = (SmartAppClient(settings.smart_app, settings.fhir.base_url, app.state.tokens),
-                                   SealedCookies(keys))
+            app.state.smart_app = (SmartAppClient(settings.smart_app, settings.fhir.base_url, app.state.tokens,
+                                                  discovery, auth_http, key=app_key), SealedCookies(keys))
         app.state.sections = SectionsWorker(sectioner or Sectioner.from_file(settings.sections.rules_file))
         pool = TranscriptionPool(transcriber or load_transcriber(settings))
         fhir = FhirClient(settings.fhir, service_token=backend.token if backend else None)
         app.state.dictations = DictationService(settings, pool, app.state.sections, NoteWriter(fhir))
         app.state.refusals = RefusalAuditor(fhir, settings.fhir,
-                                            has_service_identity=bool(backend or settings.fhir.bearer_token))
+                                            has_service_identity=bool(backend or settings.fhir.bearer_token),
+                                            per_minute=settings.auth.refusal_audits_per_minute)
         app.state.pool = pool
         app.state.subscriptions = None
         if settings.subscriptions.secret:
@@ -92,6 +103,7 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None,
             await app.state.tokens.aclose()
         if backend is not None:
             await backend.aclose()
+        await auth_http.aclose()
 
     app = FastAPI(title="fhir-scribe", version="0.1.0", description=service_doc, lifespan=lifespan)
     app.state.settings = settings
@@ -100,6 +112,7 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None,
     app.state.smart_app = None
     app.state.subscriptions = None
     app.state.backend = backend
+    app.state.public_keys = [k.as_dict(private=False) for k in (backend.key if backend else None, app_key) if k]
     install_problem_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)

@@ -43,7 +43,7 @@ async def notified(request: Request, resource_type: str | None = None,
     if dispatcher is None:
         raise NotifyOff("set subscriptions.secret to receive Subscription notifications")
     offered = request.headers.get(settings.subscriptions.secret_header, "")
-    if not hmac.compare_digest(offered.encode(), settings.subscriptions.secret.encode()):
+    if not hmac.compare_digest(offered.encode(), settings.subscriptions.secret.get_secret_value().encode()):
         raise InvalidToken(f"missing or wrong {settings.subscriptions.secret_header}", error=None)
     limit = settings.audio.max_upload_bytes * 4 // 3 + 1_048_576  # a full-resource payload may carry the audio
     body = bytearray()  # a full-resource payload can be megabytes: no copy per chunk

@@ -1,4 +1,5 @@
-"""/.well-known/jwks.json: the public half of fhir-scribe's Backend Services key, for the EHR's token endpoint."""
+"""/.well-known/jwks.json: the public halves of fhir-scribe's keys (Backend Services, and the SMART app's when it
+authenticates with private_key_jwt), for the EHR's token endpoint."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ class NoKeys(ScribeError):
     status, slug, title = 404, "no-keys", "No keys"
 
 
-@router.get("/.well-known/jwks.json", summary="fhir-scribe's public keys (SMART Backend Services)")
+@router.get("/.well-known/jwks.json", summary="fhir-scribe's public keys (Backend Services, SMART app)")
 async def jwks(request: Request) -> JSONResponse:
-    backend = request.app.state.backend
-    if backend is None:
-        raise NoKeys("fhir-scribe has no Backend Services key configured (auth.backend_services)")
-    return JSONResponse(backend.jwks(), media_type="application/jwk-set+json",
+    keys = request.app.state.public_keys
+    if not keys:
+        raise NoKeys("fhir-scribe has no key configured (auth.backend_services, or smart_app.private_key_path)")
+    return JSONResponse({"keys": keys}, media_type="application/jwk-set+json",
                         headers={"Cache-Control": "public, max-age=300"})

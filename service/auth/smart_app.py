@@ -8,17 +8,17 @@ context) is sealed into the browser's cookie by the caller; page JavaScript neve
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import secrets
 import time
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
+from joserfc.jwk import ECKey, RSAKey
 
 from service.auth.errors import InvalidToken
+from service.auth.oauth import Discovery, TokenRequestFailed, oauth_client, token_request
 from service.auth.tokens import TokenValidator
 from service.config import SmartAppSettings
 from service.errors import ScribeError
@@ -30,43 +30,48 @@ class LaunchFailed(ScribeError):
 
 class SmartAppClient:
     def __init__(self, settings: SmartAppSettings, fhir_base_url: str, validator: TokenValidator,
-                 http: httpx.AsyncClient | None = None) -> None:
+                 discovery: Discovery, http: httpx.AsyncClient, key: RSAKey | ECKey | None = None) -> None:
+        """``http``: the client for the EHR's hosts (its style document); ``key``: for private_key_jwt."""
         self.settings = settings
         self.fhir_base_url = fhir_base_url.rstrip("/")
         self.validator = validator
-        self._http = http or httpx.AsyncClient(timeout=15)
+        self.discovery = discovery
+        self._http = http
+        secret = settings.client_secret.get_secret_value() if settings.client_secret else None
+        self.oauth = oauth_client(settings.client_id, settings.client_auth, secret=secret, key=key)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self.oauth.aclose()
 
     async def begin(self, iss: str, launch: str | None, redirect_uri: str) -> tuple[str, dict[str, Any]]:
         """(URL to send the browser to, what the callback will need: to be sealed into a cookie)."""
         if iss.rstrip("/") != self.fhir_base_url:
             raise LaunchFailed("the app was launched by an unknown FHIR server (iss); only the configured EHR "
                                "(fhir.base_url) may launch it")
-        config = await self._smart_configuration()
+        try:
+            config = await self.discovery.configuration(
+                self.fhir_base_url, required=("authorization_endpoint", "token_endpoint"))
+        except ScribeError:
+            raise LaunchFailed("cannot read the EHR's .well-known/smart-configuration") from None
         if "S256" not in config.get("code_challenge_methods_supported", ["S256"]):
             raise LaunchFailed("the EHR's authorization server does not support PKCE S256")
-        verifier = secrets.token_urlsafe(64)
-        pending = {"state": secrets.token_urlsafe(32), "nonce": secrets.token_urlsafe(32), "verifier": verifier,
-                   "token_endpoint": config["token_endpoint"], "redirect_uri": redirect_uri}
-        params = {
-            "response_type": "code", "client_id": self.settings.client_id, "redirect_uri": redirect_uri,
-            "scope": self.settings.scopes if launch else self.settings.standalone_scopes,
-            "state": pending["state"], "nonce": pending["nonce"], "aud": self.fhir_base_url,
-            "code_challenge": _challenge(verifier), "code_challenge_method": "S256",
-        }
-        if launch:
-            params["launch"] = launch
-        return f"{config['authorization_endpoint']}?{urlencode(params)}", pending
+        pending = {"state": secrets.token_urlsafe(32), "nonce": secrets.token_urlsafe(32),
+                   "verifier": secrets.token_urlsafe(64), "token_endpoint": config["token_endpoint"],
+                   "redirect_uri": redirect_uri}
+        extra = {"launch": launch} if launch else {}
+        url, _ = self.oauth.create_authorization_url(
+            config["authorization_endpoint"], state=pending["state"], code_verifier=pending["verifier"],
+            redirect_uri=redirect_uri, scope=self.settings.scopes if launch else self.settings.standalone_scopes,
+            nonce=pending["nonce"], aud=self.fhir_base_url, **extra)
+        return url, pending
 
     async def complete(self, pending: dict[str, Any], code: str, state: str) -> dict[str, Any]:
         """Check state, exchange the code, validate what came back; the session to seal into the cookie."""
         if not hmac.compare_digest(pending.get("state", ""), state):
             raise LaunchFailed("the callback's state does not match this browser's launch")
-        tokens = await self._token_request(pending["token_endpoint"], {
-            "grant_type": "authorization_code", "code": code, "redirect_uri": pending["redirect_uri"],
-            "client_id": self.settings.client_id, "code_verifier": pending["verifier"]}, LaunchFailed)
+        tokens = await self._tokens(self.oauth.fetch_token(
+            pending["token_endpoint"], grant_type="authorization_code", code=code,
+            redirect_uri=pending["redirect_uri"], code_verifier=pending["verifier"]), LaunchFailed)
         try:
             principal = await self.validator.principal(f"Bearer {tokens['access_token']}")
             identity = await self.validator.id_token_claims(tokens.get("id_token", ""), self.settings.client_id,
@@ -88,9 +93,8 @@ class SmartAppClient:
         clinician launched with: a refreshed token naming another patient or user ends the session instead."""
         if time.time() >= session.get("max_until", 0):
             raise InvalidToken("the app session has reached its maximum length: launch the app again from the EHR")
-        tokens = await self._token_request(session["token_endpoint"], {
-            "grant_type": "refresh_token", "refresh_token": session["refresh_token"],
-            "client_id": self.settings.client_id}, InvalidToken)
+        tokens = await self._tokens(self.oauth.refresh_token(session["token_endpoint"],
+                                                             refresh_token=session["refresh_token"]), InvalidToken)
         principal = await self.validator.principal(f"Bearer {tokens['access_token']}")
         for key, value in (("patient", tokens.get("patient") or principal.patient),
                            ("encounter", tokens.get("encounter") or principal.encounter),
@@ -114,33 +118,21 @@ class SmartAppClient:
         except (httpx.HTTPError, ValueError):
             return None
 
-    async def _token_request(self, endpoint: str, form: dict[str, str],
-                             failure: type[ScribeError]) -> dict[str, Any]:
+    @staticmethod
+    async def _tokens(call: Any, failure: type[ScribeError]) -> dict[str, Any]:
         try:
-            response = await self._http.post(endpoint, data=form)
-            tokens = response.json()
-        except (httpx.HTTPError, ValueError):
-            raise failure("the EHR's token endpoint did not answer") from None
-        if response.status_code != 200 or not isinstance(tokens, dict) or "access_token" not in tokens:
-            error = tokens.get("error_description") or tokens.get("error") if isinstance(tokens, dict) else None
-            raise failure(f"the EHR's token endpoint refused: {error or response.status_code}")
+            tokens = await token_request(call, "token endpoint")
+        except TokenRequestFailed as refused:
+            raise failure(f"the EHR's token endpoint refused: {refused.reason}") from None
+        if not isinstance(tokens.get("access_token"), str):
+            raise failure("the EHR's token endpoint answered without an access_token")
         return tokens
-
-    async def _smart_configuration(self) -> dict[str, Any]:
-        try:
-            response = await self._http.get(f"{self.fhir_base_url}/.well-known/smart-configuration")
-            config = response.json()
-            config["authorization_endpoint"], config["token_endpoint"]  # noqa: B018 (both required)
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
-            raise LaunchFailed("cannot read the EHR's .well-known/smart-configuration") from None
-        return config
 
 
 def _token_fields(tokens: dict[str, Any]) -> dict[str, Any]:
-    return {"access_token": tokens["access_token"], "refresh_token": tokens.get("refresh_token"),
-            "expires_at": time.time() + float(tokens.get("expires_in", 300))}
-
-
-def _challenge(verifier: str) -> str:
-    digest = hashlib.sha256(verifier.encode()).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    expires_in = tokens.get("expires_in")
+    if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) or not 0 < expires_in < 86_400:
+        expires_in = 300  # absent or nonsense: assume a short life, the page refreshes or relaunches
+    refresh = tokens.get("refresh_token")
+    return {"access_token": tokens["access_token"], "refresh_token": refresh if isinstance(refresh, str) else None,
+            "expires_at": time.time() + float(expires_in)}

@@ -24,9 +24,11 @@ from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
 from service.auth.errors import InvalidToken, MalformedAuthorization
+from service.auth.oauth import Discovery, TokenRequestFailed, oauth_client, token_request
 from service.auth.principal import Principal
 from service.auth.scopes import parse
 from service.config import AuthSettings, IssuerSettings
+from service.errors import ScribeError
 from service.logs import event
 
 log = logging.getLogger(__name__)
@@ -35,9 +37,14 @@ _B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
 
 
 class _Issuer:
-    def __init__(self, config: IssuerSettings, http: httpx.AsyncClient, min_refresh_s: float, ttl_s: float) -> None:
+    def __init__(self, config: IssuerSettings, http: httpx.AsyncClient, discovery: Discovery, min_refresh_s: float,
+                 ttl_s: float) -> None:
         self.config = config
         self._http = http
+        self._discovery = discovery
+        introspection = config.introspection
+        self.introspection = None if introspection is None else oauth_client(
+            introspection.client_id, introspection.auth_method, secret=introspection.client_secret.get_secret_value())
         self._min_refresh_s = min_refresh_s
         self._ttl_s = ttl_s  # a key the issuer removed must stop being trusted without a restart
         self._keys: KeySet | None = None
@@ -66,26 +73,30 @@ class _Issuer:
             raise InvalidToken(f"cannot fetch the signing keys of {self.config.issuer} ({type(exc).__name__})") from None
 
     async def _discover_jwks_url(self) -> str:
-        base = self.config.issuer.rstrip("/")
-        for path in ("/.well-known/smart-configuration", "/.well-known/openid-configuration"):
-            try:
-                response = await self._http.get(base + path)
-                if response.status_code == 200 and response.json().get("jwks_uri"):
-                    return response.json()["jwks_uri"]
-            except (httpx.HTTPError, ValueError):
-                continue
-        raise InvalidToken(f"cannot discover the signing keys of {self.config.issuer}")
+        try:
+            return (await self._discovery.configuration(self.config.issuer, required=("jwks_uri",)))["jwks_uri"]
+        except ScribeError:
+            raise InvalidToken(f"cannot discover the signing keys of {self.config.issuer}") from None
 
 
 class TokenValidator:
-    def __init__(self, settings: AuthSettings, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, settings: AuthSettings, http: httpx.AsyncClient | None = None,
+                 discovery: Discovery | None = None) -> None:
+        """``http``: the client for the authorization servers (JWKS, discovery); closed by whoever made it."""
         self.settings = settings
+        self._own_http = http is None
         self._http = http or httpx.AsyncClient(timeout=10)
-        self._issuers = {i.issuer.rstrip("/"): _Issuer(i, self._http, settings.jwks_min_refresh_s, settings.jwks_ttl_s)
+        discovery = discovery or Discovery(self._http)
+        self._issuers = {i.issuer.rstrip("/"): _Issuer(i, self._http, discovery, settings.jwks_min_refresh_s,
+                                                       settings.jwks_ttl_s)
                          for i in settings.issuers}
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        for issuer in self._issuers.values():
+            if issuer.introspection is not None:
+                await issuer.introspection.aclose()
+        if self._own_http:
+            await self._http.aclose()
 
     async def principal(self, authorization: str | None) -> Principal:
         if not authorization:
@@ -154,16 +165,14 @@ class TokenValidator:
     async def _from_introspection(self, token: str) -> Principal:
         for issuer in self._issuers.values():
             config = issuer.config.introspection
-            if config is None:
+            if config is None or issuer.introspection is None:
                 continue
             try:
-                response = await self._http.post(config.endpoint, data={"token": token},
-                                                 auth=(config.client_id, config.client_secret))
-                response.raise_for_status()
-                answer = response.json()
-            except (httpx.HTTPError, ValueError):
-                continue
-            if not isinstance(answer, dict):
+                answer = await token_request(issuer.introspection.introspect_token(config.endpoint, token=token),
+                                             "introspection endpoint")
+            except TokenRequestFailed as failed:
+                event(log, "auth.introspection_failed", level=logging.WARNING, issuer=issuer.config.issuer,
+                      error=failed.error)
                 continue
             if answer.get("active") is True:
                 if not isinstance(answer.get("exp", 0), (int, float)):

@@ -113,7 +113,7 @@ class FhirClient:
         token = on_behalf_of.get()
         if token is None and self._service_token is not None:
             token = await self._service_token()
-        token = token or self.settings.bearer_token
+        token = token or (self.settings.bearer_token.get_secret_value() if self.settings.bearer_token else None)
         if token:
             headers["Authorization"] = f"Bearer {token}"
         rid = request_id.get()
