@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from service import __doc__ as service_doc
 from service.api import app_page, dictations, health, notify, sections, smart, transcriptions, wellknown
+from service.api.body_limits import BodyLimitMiddleware
 from service.api.middleware import RequestContextMiddleware
 from service.api.problems import install_problem_handlers
 from service.auth.backend import BackendServices
@@ -64,7 +65,8 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None,
     app_key = (load_private_key(settings.smart_app.private_key_path, None, "SCRIBE_SMART_APP__PRIVATE_KEY_PATH")
                if settings.smart_app.client_auth == "private_key_jwt" and settings.smart_app.private_key_path
                else None)
-    keys = [decode_key(k.get_secret_value()) for k in settings.smart_app.session_keys]  # a bad key stops start-up, named
+    # A bad key stops start-up, named.
+    keys = [decode_key(k.get_secret_value()) for k in settings.smart_app.session_keys]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -114,6 +116,7 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None,
     app.state.backend = backend
     app.state.public_keys = [k.as_dict(private=False) for k in (backend.key if backend else None, app_key) if k]
     install_problem_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, settings=settings)  # inside RequestContextMiddleware: has the request id
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(wellknown.router)

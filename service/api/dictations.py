@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from service.api.deps import get_dictations, get_pool, get_settings
-from service.api.multipart import read_form
+from service.api.bodies import json_body, read_json
+from service.api.multipart import read_upload
 from service.api.security import authenticated, authorize_dictation, chart_readable
 from service.auth.errors import Forbidden
 from service.auth.principal import Principal
@@ -49,7 +50,7 @@ _IDEMPOTENCY = Header(None, alias="Idempotency-Key",
 
 async def _read_dictation(request: Request, settings: Settings,
                           principal: Principal | None) -> tuple[bytes, DictationContext]:
-    form = await read_form(request, max_file_bytes=settings.audio.max_upload_bytes)
+    form = await read_upload(request, settings.audio)  # under an upload slot, at the minimum rate
     if "file" not in form.files:
         raise Unprocessable("the form has no 'file' part with the audio")
     requested = DictationContext.model_construct(
@@ -71,9 +72,10 @@ def _written(result: WriteResult, draft: Draft) -> JSONResponse:
 
 async def _draft_upload(request: Request, doc_status: str, idempotency_key: str | None, pool: TranscriptionPool,
                         settings: Settings, dictations: DictationService, principal: Principal | None) -> Draft:
-    """Upload -> authorized context -> draft, holding a transcription slot from before the body is read."""
+    """Upload -> authorized context -> draft, holding a transcription slot once the upload is in memory."""
+    pool.check_capacity()  # a full pool refuses before the upload is read, not after
+    audio, ctx = await _read_dictation(request, settings, principal)
     with pool.admission():
-        audio, ctx = await _read_dictation(request, settings, principal)
         return await dictations.draft(audio, ctx, doc_status=doc_status, idempotency_key=idempotency_key,
                                       request_id=request_id.get() or "", chart_readable=chart_readable(principal))
 
@@ -81,12 +83,14 @@ async def _draft_upload(request: Request, doc_status: str, idempotency_key: str 
 async def _draft_events(request: Request, idempotency_key: str | None, pool: TranscriptionPool, settings: Settings,
                         dictations: DictationService, principal: Principal | None) -> StreamingResponse:
     """The same draft as server-sent events: `segment` as each is decoded, then `draft` (or `error`, carrying
-    the draft when there is one). The upload is read before the stream starts; the slot is held until it ends."""
+    the draft when there is one). The upload is read before the stream starts, then a transcription slot is
+    taken and held until the stream ends."""
+    pool.check_capacity()  # a full pool refuses before the upload is read, not after
+    audio, ctx = await _read_dictation(request, settings, principal)
+    rid = request_id.get() or ""
     held = ExitStack()
     with held:
         held.enter_context(pool.admission())
-        audio, ctx = await _read_dictation(request, settings, principal)
-        rid = request_id.get() or ""
         admission = held.pop_all()
 
     async def events() -> AsyncIterator[str]:
@@ -146,10 +150,12 @@ async def draft_dictation(request: Request, idempotency_key: str | None = _IDEMP
     return JSONResponse(draft.model_dump(mode="json"), headers={"Cache-Control": "no-store"})
 
 
-@router.post("/v1/dictations/commit", status_code=201,
+@router.post("/v1/dictations/commit", status_code=201, openapi_extra=json_body(Draft),
              summary="Write a reviewed (possibly edited) draft to the EHR (docStatus final)")
-async def commit_dictation(draft: Draft, request: Request, dictations: DictationService = Depends(get_dictations),
+async def commit_dictation(request: Request, dictations: DictationService = Depends(get_dictations),
+                           settings: Settings = Depends(get_settings),
                            principal: Principal | None = Depends(authenticated)) -> JSONResponse:
+    draft = await read_json(request, Draft, settings.server.max_json_bytes)  # authenticated first, then read
     if authorize_dictation(request, principal, draft.context) != draft.context:
         raise Forbidden("the draft's patient, encounter or author differs from the access token's launch context")
     final = draft.model_copy(update={"doc_status": "final"})

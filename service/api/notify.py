@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
 from service.auth.errors import InvalidToken
-from service.errors import BadRequest, ScribeError
+from service.errors import ScribeError
 from service.logs import event
 from service.subscriptions.notifications import parse
 
@@ -45,12 +45,9 @@ async def notified(request: Request, resource_type: str | None = None,
     offered = request.headers.get(settings.subscriptions.secret_header, "")
     if not hmac.compare_digest(offered.encode(), settings.subscriptions.secret.get_secret_value().encode()):
         raise InvalidToken(f"missing or wrong {settings.subscriptions.secret_header}", error=None)
-    limit = settings.audio.max_upload_bytes * 4 // 3 + 1_048_576  # a full-resource payload may carry the audio
-    body = bytearray()  # a full-resource payload can be megabytes: no copy per chunk
+    body = bytearray()  # a full-resource payload can be megabytes: no copy per chunk (capped by BodyLimitMiddleware)
     async for chunk in request.stream():
         body += chunk
-        if len(body) > limit:
-            raise BadRequest(f"the notification is larger than {limit} bytes")
     # Off the event loop: json.loads of a multi-megabyte body takes a while. parse refuses a Bundle past the limits
     # (413) before any per-event work, and every malformed shape as a 400 OperationOutcome.
     work = await asyncio.to_thread(parse, body, resource_type, resource_id,

@@ -21,9 +21,14 @@ log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
 
+def _text(detail: str) -> str:
+    """Details may quote the caller's input; half a UTF-16 pair (valid JSON) cannot be encoded: replaced."""
+    return detail.encode("utf-8", "replace").decode("utf-8")
+
+
 def problem(status: int, slug: str, title: str, detail: str, headers: dict[str, str] | None = None,
             **extra: object) -> JSONResponse:
-    body = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail,
+    body = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": _text(detail),
             "request_id": request_id.get(), **jsonable_encoder(extra)}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
@@ -33,7 +38,7 @@ def operation_outcome(status: int, slug: str, detail: str, headers: dict[str, st
     code = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 413: "too-long",
             503: "transient"}.get(status, "exception")
     body = {"resourceType": "OperationOutcome", "issue": [{
-        "severity": "error", "code": code, "diagnostics": detail,
+        "severity": "error", "code": code, "diagnostics": _text(detail),
         "details": {"coding": [{"system": PROBLEM_BASE.rstrip(":"), "code": slug}],
                     "text": f"request id {request_id.get()}"}}]}
     return JSONResponse(body, status_code=status, media_type="application/fhir+json", headers=headers)

@@ -19,7 +19,7 @@ from service.config import Settings
 from service.errors import BadRequest, ScribeError, Unprocessable
 from service.api.security import authenticated
 from service.api.deps import get_pool, get_settings
-from service.api.multipart import Form, read_form
+from service.api.multipart import Form, read_upload
 from service.transcription.pool import TranscriptionPool
 from service.transcription.render import MEDIA_TYPES, ResponseFormat, render
 from service.transcription.transcript import Segment, TranscribeOptions, Transcript
@@ -83,17 +83,18 @@ class TranscriptionForm(BaseModel):
              summary="Transcribe audio (OpenAI-compatible)")
 async def create_transcription(request: Request, pool: TranscriptionPool = Depends(get_pool),
                                settings: Settings = Depends(get_settings)) -> Response:
+    pool.check_capacity()  # a full pool refuses before the upload is read, not after
+    form = await read_upload(request, settings.audio)  # under an upload slot, never a transcription slot
+    if "file" not in form.files:
+        raise Unprocessable("the form has no 'file' part with the audio")
+    params = TranscriptionForm.parse(form)
+    _check_model(params.model, pool.transcriber.source.name)
+    if "word" in params.timestamp_granularities and params.response_format != "verbose_json" and not params.stream:
+        raise BadRequest("timestamp_granularities[]=word needs response_format=verbose_json")
+    options = params.options(pool.transcriber.default_options())
+    pool.transcriber.check_options(options)
     with ExitStack() as held:
-        held.enter_context(pool.admission())
-        form = await read_form(request, max_file_bytes=settings.audio.max_upload_bytes)
-        if "file" not in form.files:
-            raise Unprocessable("the form has no 'file' part with the audio")
-        params = TranscriptionForm.parse(form)
-        _check_model(params.model, pool.transcriber.source.name)
-        if "word" in params.timestamp_granularities and params.response_format != "verbose_json" and not params.stream:
-            raise BadRequest("timestamp_granularities[]=word needs response_format=verbose_json")
-        options = params.options(pool.transcriber.default_options())
-        pool.transcriber.check_options(options)
+        held.enter_context(pool.admission())  # taken once the upload is in memory, before decoding
         audio = await asyncio.to_thread(decode, form.files.pop("file"), settings.audio)
 
         if params.stream:

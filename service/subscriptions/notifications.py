@@ -169,7 +169,9 @@ def _focus(event: dict[str, Any], where: str) -> str | None:
 
 
 def _cut(value: str) -> str:
-    """A value from the body, cut short for an error message."""
+    """A value from the body, cut short for an error message (a lone surrogate, valid in JSON, cannot be sent
+    back as UTF-8: replaced)."""
+    value = value.encode("utf-8", "replace").decode("utf-8")
     return value if len(value) <= 64 else value[:64] + "..."
 
 

@@ -1,8 +1,9 @@
 """Runs the engine off the event loop, with a bounded number of jobs admitted at once.
 
 A full pool answers ``Overloaded`` (503 + Retry-After) immediately instead of piling requests up in memory: a
-load balancer can then try another replica. Admission is taken *before* an upload is read, so a burst of large
-uploads cannot exhaust memory either.
+load balancer can then try another replica. Admission is taken once an upload has been received (uploads being
+received are bounded by their own gate, service/api/multipart.py), so a slow sender never holds a transcription
+slot; ``check_capacity`` lets a route refuse before reading an upload when the pool is already full.
 """
 
 from __future__ import annotations
@@ -39,13 +40,17 @@ class TranscriptionPool:
     def admitted(self) -> int:
         return self._admitted
 
-    @contextmanager
-    def admission(self) -> Iterator[None]:
+    def check_capacity(self) -> None:
+        """Overloaded (503) when every slot is taken; takes none."""
         if self._admitted >= self._capacity:
             event(log, "transcription.rejected", level=logging.WARNING, admitted=self._admitted,
                   capacity=self._capacity)
             raise Overloaded(f"all {self._capacity} transcription slots are busy; retry later",
                              retry_after_s=self._retry_after_s)
+
+    @contextmanager
+    def admission(self) -> Iterator[None]:
+        self.check_capacity()
         self._admitted += 1
         try:
             yield
