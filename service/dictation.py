@@ -39,7 +39,7 @@ class DictationService:
     def check_note_type(self, note_type: str) -> None:
         if note_type not in self.settings.fhir.note_types:
             known = ", ".join(f"{code} ({name})" for code, name in self.settings.fhir.note_types.items())
-            raise BadRequest(f"note type '{note_type}' is not one of {known}")
+            raise BadRequest(f"the note type is not one of {known}")  # the caller's text is not echoed
 
     async def draft(self, audio_bytes: bytes, ctx: DictationContext, *, doc_status: str,
                     idempotency_key: str | None, request_id: str, chart_readable: Collection[str] | None = None,

@@ -117,7 +117,7 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None,
     app.state.public_keys = [k.as_dict(private=False) for k in (backend.key if backend else None, app_key) if k]
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, settings=settings)  # inside RequestContextMiddleware: has the request id
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, fhir_path=settings.subscriptions.path)
     app.include_router(health.router)
     app.include_router(wellknown.router)
     app.include_router(transcriptions.router)

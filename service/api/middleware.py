@@ -13,6 +13,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.problems import operation_outcome, problem
 from service.logs import event, request_id
 
 log = logging.getLogger("service.access")
@@ -20,8 +21,9 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, fhir_path: str) -> None:
         self.app = app
+        self.fhir_path = fhir_path  # FHIR-facing routes answer an unexpected error as an OperationOutcome
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -33,16 +35,27 @@ class RequestContextMiddleware:
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 500
+        responded = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, responded = message["status"], True
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:  # answered here, inside the request's context: the 500 carries its request id
+            event(log, "request.failed", level=logging.ERROR, exc_type=type(exc).__name__)
+            if responded:
+                raise
+            detail = "an unexpected error occurred; quote the request_id when reporting it"
+            if scope["path"].startswith(self.fhir_path):
+                response = operation_outcome(500, "internal-error", detail)
+            else:
+                response = problem(500, "internal-error", "Internal error", detail)
+            await response(scope, receive, send_with_id)
         finally:
             route = scope.get("route")
             event(log, "http.request", method=scope["method"], route=getattr(route, "path", "unmatched"),

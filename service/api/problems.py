@@ -79,8 +79,4 @@ def install_problem_handlers(app: FastAPI) -> None:
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
         return respond(request, exc.status_code, f"http-{exc.status_code}", title, str(exc.detail), exc.headers)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        event(log, "request.failed", level=logging.ERROR, exc_type=type(exc).__name__)
-        return problem(500, "internal-error", "Internal error",
-                       "an unexpected error occurred; quote the request_id when reporting it")
+    # Unexpected exceptions are answered by RequestContextMiddleware, inside the request's context (request id).
