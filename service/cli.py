@@ -162,7 +162,6 @@ def _dictate(args: argparse.Namespace) -> int:
     from service.fhir.client import FhirClient
     from service.fhir.writer import NoteWriter
     from service.logs import configure_logging
-    from service.sections.pipeline import Sectioner
     from service.sections.worker import SectionsWorker
     from service.transcription.pool import TranscriptionPool
 
@@ -176,7 +175,7 @@ def _dictate(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         fhir = FhirClient(settings.fhir)
-        sections = SectionsWorker(Sectioner.from_file(settings.sections.rules_file))
+        sections = SectionsWorker(settings.sections)
         pool = TranscriptionPool(load_transcriber(settings))
         service = DictationService(settings, pool, sections, NoteWriter(fhir))
         bar = tqdm(total=1.0, unit="s", file=sys.stderr, desc="transcribing",

@@ -78,7 +78,7 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None,
         if app.state.tokens is not None and keys:
             app.state.smart_app = (SmartAppClient(settings.smart_app, settings.fhir.base_url, app.state.tokens,
                                                   discovery, auth_http, key=app_key), SealedCookies(keys))
-        app.state.sections = SectionsWorker(sectioner or Sectioner.from_file(settings.sections.rules_file))
+        app.state.sections = SectionsWorker(settings.sections, sectioner)  # the length limit, threads, time budget
         pool = TranscriptionPool(transcriber or load_transcriber(settings))
         fhir = FhirClient(settings.fhir, service_token=backend.token if backend else None)
         app.state.dictations = DictationService(settings, pool, app.state.sections, NoteWriter(fhir))

@@ -8,10 +8,10 @@ import time
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
+from service.api.bodies import json_body, read_json
 from service.api.security import authenticated
 from service.api.deps import get_settings
 from service.config import Settings
-from service.errors import Unprocessable
 from service.logs import event
 from service.sections.note import StructuredNote
 
@@ -28,11 +28,10 @@ class SectionsResponse(StructuredNote):
     rendered_xhtml: str = Field(description="escaped XHTML, usable as a FHIR narrative")
 
 
-@router.post("/v1/sections", response_model=SectionsResponse, summary="Structure a transcript into LOINC-coded sections")
-async def create_sections(body: SectionsRequest, request: Request,
-                          settings: Settings = Depends(get_settings)) -> SectionsResponse:
-    if len(body.text) > settings.sections.max_chars:
-        raise Unprocessable(f"the text has {len(body.text)} characters; the limit is {settings.sections.max_chars}")
+@router.post("/v1/sections", response_model=SectionsResponse, openapi_extra=json_body(SectionsRequest),
+             summary="Structure a transcript into LOINC-coded sections")
+async def create_sections(request: Request, settings: Settings = Depends(get_settings)) -> SectionsResponse:
+    body = await read_json(request, SectionsRequest, settings.server.max_json_bytes)  # authenticated first
     started = time.perf_counter()
     note = await request.app.state.sections.structure(body.text)
     event(log, "sections.done", chars=len(body.text), sections=len(note.sections), findings=len(note.findings),
