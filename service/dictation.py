@@ -74,6 +74,10 @@ class DictationService:
         transcript = await self.pool.transcribe(audio, options, on_segment=segment_decoded)
         note = await self.sections.structure(transcript.text)
         unheard_speech = await asyncio.to_thread(unheard, audio.samples, transcript) if options.word_timestamps else []
+        # Text-sized work (alignment, chart checks) off the event loop: an hour's dictation is ~50,000 characters.
+        flags = await asyncio.to_thread(
+            lambda: omission_flags(transcript, unheard_speech, note.text)
+            + review_flags(note.text, chart.terms, self.settings.vocabulary.near_miss_ratio))
         vocabulary = VocabularyUse(status=chart.status, terms=len(terms), engine=engine, lookup_ms=chart.lookup_ms,
                                    by_source=dict(Counter(t.source for t in terms)), reason=chart.reason)
         draft = Draft(
@@ -84,9 +88,7 @@ class DictationService:
             audio=AudioInfo(sha256=audio.sha256, duration_s=round(audio.duration_s, 3), container=audio.container),
             model=transcript.model, model_revision=transcript.model_revision, dictated_at=dictated_at,
             vocabulary=vocabulary, source=source,
-            flags=sorted(omission_flags(transcript, unheard_speech, note.text)
-                         + review_flags(note.text, chart.terms, self.settings.vocabulary.near_miss_ratio),
-                         key=lambda flag: flag.start),
+            flags=sorted(flags, key=lambda flag: flag.start),
         )
         plan = write_plan(draft, self.settings.fhir, request_id)
         draft.resources = {"DocumentReference": plan.document_reference, "AuditEvent": plan.audit_event}
