@@ -165,10 +165,22 @@ ClientAuthMethod = Literal["none", "client_secret_basic", "client_secret_post", 
 
 
 class IntrospectionSettings(_Section):
-    endpoint: str  # RFC 7662
+    """RFC 7662, authenticated as the EHR registered fhir-scribe: a secret (basic or post) or a signed JWT
+    assertion (private_key_jwt, RS384 / ES384, the key's public half at /.well-known/jwks.json)."""
+
+    endpoint: str
     client_id: str
-    client_secret: SecretStr
-    auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
+    auth_method: Literal["client_secret_basic", "client_secret_post", "private_key_jwt"] = "client_secret_basic"
+    client_secret: SecretStr | None = None
+    private_key_path: Path | None = None
+
+    @model_validator(mode="after")
+    def _credentials_for_the_method(self) -> "IntrospectionSettings":
+        if self.auth_method == "private_key_jwt" and self.private_key_path is None:
+            raise ValueError("auth_method private_key_jwt needs private_key_path")
+        if self.auth_method != "private_key_jwt" and self.client_secret is None:
+            raise ValueError(f"auth_method {self.auth_method} needs client_secret")
+        return self
 
 
 class IssuerSettings(_Section):

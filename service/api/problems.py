@@ -11,11 +11,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from fastapi.encoders import jsonable_encoder
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from service.auth.errors import Forbidden
 from service.errors import PROBLEM_BASE, ScribeError
 from service.logs import event, request_id
+from service.web import error_page
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -44,17 +45,33 @@ def operation_outcome(status: int, slug: str, detail: str, headers: dict[str, st
     return JSONResponse(body, status_code=status, media_type="application/fhir+json", headers=headers)
 
 
+# Where a clinician's browser lands by navigation (the EHR's redirects, the app's page): a failure there is a
+# page for a person when the browser asks for HTML, and problem+json for everyone else.
+_BROWSER_PATHS = ("/smart/launch", "/smart/callback", "/app/")
+_PAGE_HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'self'; base-uri 'none'; form-action 'none'",
+                 "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
+def _wants_html(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return "text/html" in accept and "application/problem+json" not in accept
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     fhir_facing = app.state.settings.subscriptions.path
 
     def respond(request: Request, status: int, slug: str, title: str, detail: str,
-                headers: dict[str, str] | None = None, **extra: object) -> JSONResponse:
+                headers: dict[str, str] | None = None, **extra: object) -> Response:
         if request.url.path.startswith(fhir_facing):
             return operation_outcome(status, slug, detail, headers)
+        if request.url.path.startswith(_BROWSER_PATHS) and _wants_html(request):
+            page = error_page.render(title, _text(detail), slug, request_id.get(),
+                                     request.app.state.settings.smart_app.public_url)
+            return HTMLResponse(page, status_code=status, headers={**(headers or {}), **_PAGE_HEADERS})
         return problem(status, slug, title, detail, headers, **extra)
 
     @app.exception_handler(Forbidden)
-    async def _forbidden(request: Request, exc: Forbidden) -> JSONResponse:
+    async def _forbidden(request: Request, exc: Forbidden) -> Response:
         principal = getattr(request.state, "principal", None)
         auditor = getattr(request.app.state, "refusals", None)
         if principal is not None and auditor is not None:
@@ -64,18 +81,18 @@ def install_problem_handlers(app: FastAPI) -> None:
         return respond(request, exc.status, exc.slug, exc.title, exc.detail, exc.headers, **exc.extras)
 
     @app.exception_handler(ScribeError)
-    async def _scribe(request: Request, exc: ScribeError) -> JSONResponse:
+    async def _scribe(request: Request, exc: ScribeError) -> Response:
         event(log, "request.problem", status=exc.status, problem=exc.slug)
         return respond(request, exc.status, exc.slug, exc.title, exc.detail, exc.headers, **exc.extras)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return problem(422, "invalid-request", "Invalid request", detail, errors=errors)
+        return respond(request, 422, "invalid-request", "Invalid request", detail, errors=errors)
 
     @app.exception_handler(HTTPException)
-    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: HTTPException) -> Response:
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
         return respond(request, exc.status_code, f"http-{exc.status_code}", title, str(exc.detail), exc.headers)
 

@@ -13,6 +13,7 @@ from fastapi import Request
 from service.auth.errors import Forbidden, InvalidToken, MalformedAuthorization
 from service.auth.principal import Principal
 from service.auth.scopes import allows
+from service.auth.smart_app import session_principal
 from service.documents.draft import DictationContext
 from service.fhir.client import on_behalf_of
 from service.vocabulary.models import SOURCES
@@ -31,13 +32,14 @@ async def authenticated(request: Request) -> Principal | None:
     offered = request.headers.getlist("authorization")
     if len(offered) > 1:
         raise MalformedAuthorization("the request has more than one Authorization header; send exactly one")
-    authorization = offered[0] if offered else None
-    if authorization is None and SESSION_COOKIE in request.cookies:
+    if not offered and SESSION_COOKIE in request.cookies:
         session = open_session(request)
         if request.method not in _SAFE_METHODS:
             csrf_checked(request, session)
-        authorization = f"Bearer {session['access_token']}"
-    principal = await validator.principal(authorization)
+        settings = request.app.state.settings
+        principal = session_principal(session, settings.fhir.base_url, settings.smart_app.client_id)
+    else:
+        principal = await validator.principal(offered[0] if offered else None)
     request.state.principal = principal
     return principal
 

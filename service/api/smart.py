@@ -110,7 +110,8 @@ async def session(request: Request) -> JSONResponse:
     data = open_session(request)
     return JSONResponse({k: data.get(k) for k in ("patient", "encounter", "fhir_user", "need_patient_banner",
                                                    "smart_style_url", "csrf", "expires_at")}
-                        | {"refreshable": bool(data.get("refresh_token"))},
+                        | {"refreshable": bool(data.get("refresh_token")),
+                           "iss": request.app.state.settings.fhir.base_url},
                         headers={"Cache-Control": "no-store"})
 
 

@@ -10,6 +10,7 @@ but its issuer and the reason it was refused.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -19,12 +20,12 @@ from typing import Any
 
 import httpx
 from joserfc import jwt
-from joserfc.errors import JoseError
+from joserfc.errors import BadSignatureError, JoseError
 from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
 from service.auth.errors import InvalidToken, MalformedAuthorization
-from service.auth.oauth import Discovery, TokenRequestFailed, oauth_client, token_request
+from service.auth.oauth import Discovery, TokenRequestFailed, load_private_key, oauth_client, token_request
 from service.auth.principal import Principal
 from service.auth.scopes import parse
 from service.config import AuthSettings, IssuerSettings
@@ -32,6 +33,14 @@ from service.errors import ScribeError
 from service.logs import event
 
 log = logging.getLogger(__name__)
+_INTROSPECTION_CACHE_S = 300.0
+_INTROSPECTION_CACHE_SIZE = 10_000
+
+
+class _NotOurs(Exception):
+    """A bearer token that is not a JWT of a trusted issuer (its message says why)."""
+
+
 # RFC 6750 s2.1 b64token: what a bearer token may consist of.
 _B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
 
@@ -42,20 +51,25 @@ class _Issuer:
         self.config = config
         self._http = http
         self._discovery = discovery
-        introspection = config.introspection
-        self.introspection = None if introspection is None else oauth_client(
-            introspection.client_id, introspection.auth_method, secret=introspection.client_secret.get_secret_value())
+        intro = config.introspection
+        self.introspection = None if intro is None else oauth_client(
+            intro.client_id, intro.auth_method,
+            secret=intro.client_secret.get_secret_value() if intro.client_secret else None,
+            key=load_private_key(intro.private_key_path, None, "SCRIBE_AUTH__ISSUERS[].introspection.private_key_path")
+            if intro.private_key_path else None)
         self._min_refresh_s = min_refresh_s
         self._ttl_s = ttl_s  # a key the issuer removed must stop being trusted without a restart
         self._keys: KeySet | None = None
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
 
-    async def keys(self, kid: str | None) -> KeySet:
+    async def keys(self, kid: str | None, *, failed: bool = False) -> KeySet:
+        """The issuer's keys; refetched when stale, when ``kid`` is unknown, or when a kid-less token ``failed``
+        with all of them (the issuer may have rotated) — the last two at most every ``min_refresh_s``."""
         async with self._lock:
             age = time.monotonic() - self._fetched_at
             expired = self._keys is None or age >= self._ttl_s
-            unknown = kid is not None and self._keys is not None and not _has_kid(self._keys, kid)
+            unknown = failed or (kid is not None and self._keys is not None and not _has_kid(self._keys, kid))
             if expired or (unknown and age >= self._min_refresh_s):
                 self._keys = KeySet.import_key_set(await self._fetch_jwks())
                 self._fetched_at = time.monotonic()
@@ -86,7 +100,9 @@ class TokenValidator:
         self.settings = settings
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(timeout=10)
-        discovery = discovery or Discovery(self._http)
+        discovery = self._discovery = discovery or Discovery(self._http)
+        self._ehr_issuers: dict[str, _Issuer] = {}  # the SMART app's EHR, when not among auth.issuers
+        self._introspected: dict[bytes, tuple[float, Principal]] = {}  # token digest -> (until, principal)
         self._issuers = {i.issuer.rstrip("/"): _Issuer(i, self._http, discovery, settings.jwks_min_refresh_s,
                                                        settings.jwks_ttl_s)
                          for i in settings.issuers}
@@ -110,26 +126,40 @@ class TokenValidator:
         if not _B64TOKEN.match(token):
             raise self._refuse("the bearer token has characters a token cannot have")
         if token.count(".") == 2:
-            return await self._from_jwt(token)
+            try:
+                return await self._from_jwt(token)
+            except _NotOurs as foreign:
+                if not self._introspecting:
+                    raise self._refuse(str(foreign)) from None
+                # Not a JWT a trusted issuer signed the way we verify (no iss, an EHR's HS256, an unknown
+                # issuer): whatever its shape, the issuers' introspection decides.
+                return await self._from_introspection(token, also=f"{foreign}, and ")
         return await self._from_introspection(token)
 
+    @property
+    def _introspecting(self) -> bool:
+        return any(issuer.introspection is not None for issuer in self._issuers.values())
+
     async def _from_jwt(self, token: str) -> Principal:
-        header, unverified = _peek(token)
+        """A JWT whose ``iss`` is a trusted issuer is checked strictly here and its refusal is final; any other
+        (``_NotOurs``) may still be introspected."""
+        try:
+            header, unverified = _peek(token)
+        except InvalidToken as malformed:
+            raise _NotOurs(malformed.detail) from None
         issuer = self._issuers.get(str(unverified.get("iss", "")).rstrip("/"))
         if issuer is None:
-            raise self._refuse("the token's issuer is not trusted")
+            raise _NotOurs("the token's issuer is not trusted")
         if header.get("alg") not in self.settings.algorithms:  # never echoed: the header is the caller's text
             raise self._refuse(f"the token's signing algorithm is not one of {', '.join(self.settings.algorithms)}")
-        keys = await issuer.keys(header.get("kid"))
         try:
-            verified = jwt.decode(token, keys, algorithms=list(self.settings.algorithms))
+            claims = await self._verified(token, header, issuer)
         except JoseError as exc:
             raise self._refuse(f"signature check failed ({exc.error})") from None
-        claims = verified.claims
         self._check_claims(claims, issuer.config)
         return _principal(claims, token, issuer.config)
 
-    def _check_claims(self, claims: dict[str, Any], issuer: IssuerSettings) -> None:
+    def _check_claims(self, claims: dict[str, Any], issuer: IssuerSettings, require_aud: bool = True) -> None:
         problem = _claim_types(claims)
         if problem:
             raise self._refuse(problem)
@@ -139,18 +169,26 @@ class TokenValidator:
         except JoseError as exc:
             raise self._refuse(_claim_problem(exc)) from None
         audiences = _strings(claims.get("aud"))
+        if not require_aud and not audiences:
+            return  # an introspection answer without aud: the issuer vouches for the token to us, its caller
         if not {a.rstrip("/") for a in audiences} & {a.rstrip("/") for a in issuer.audiences}:
             raise self._refuse("the token is not meant for this service (aud)")
 
-    async def id_token_claims(self, id_token: str, client_id: str, nonce: str) -> dict[str, Any]:
-        """An OpenID id_token from a trusted issuer, for this client, answering this login's nonce."""
+    async def id_token_claims(self, id_token: str, client_id: str, nonce: str | None, *,
+                              ehr_issuer: str | None = None, ehr_jwks_uri: str | None = None) -> dict[str, Any]:
+        """An OpenID id_token for this client, answering this login's ``nonce`` (None: a refresh's id_token,
+        which may omit it). Its issuer is a trusted one (auth.issuers) or the EHR's own authorization server as
+        its smart-configuration names it (``ehr_issuer``, keys at ``ehr_jwks_uri``). Without a ``kid`` in the
+        header, each key of the issuer's JWKS is tried (EHRs with one key often omit it)."""
         header, unverified = _peek(id_token)
-        issuer = self._issuers.get(str(unverified.get("iss", "")).rstrip("/"))
+        named = str(unverified.get("iss", "")).rstrip("/")
+        issuer = self._issuers.get(named)
+        if issuer is None and ehr_issuer and named == ehr_issuer.rstrip("/"):
+            issuer = self._ehr_issuer(ehr_issuer, client_id, ehr_jwks_uri)
         if issuer is None:
             raise self._refuse("the id_token's issuer is not trusted")
-        keys = await issuer.keys(header.get("kid"))
         try:
-            claims = jwt.decode(id_token, keys, algorithms=list(self.settings.algorithms)).claims
+            claims = await self._verified(id_token, header, issuer)
             if _claim_types(claims):
                 raise self._refuse(f"id_token: {_claim_types(claims)}")
             JWTClaimsRegistry(leeway=self.settings.leeway_s, exp={"essential": True}).validate(claims)
@@ -158,11 +196,39 @@ class TokenValidator:
             raise self._refuse(f"id_token check failed ({exc.error})") from None
         if client_id not in _strings(claims.get("aud")):
             raise self._refuse("the id_token is not for this app")
-        if not nonce or claims.get("nonce") != nonce:
+        if (nonce is not None or "nonce" in claims) and (not nonce or claims.get("nonce") != nonce):
             raise self._refuse("the id_token does not answer this login (nonce)")
         return claims
 
-    async def _from_introspection(self, token: str) -> Principal:
+    def _ehr_issuer(self, url: str, client_id: str, jwks_uri: str | None) -> _Issuer:
+        issuer = self._ehr_issuers.get(url)
+        if issuer is None:
+            config = IssuerSettings(issuer=url, audiences=[client_id], jwks_url=jwks_uri)
+            issuer = self._ehr_issuers[url] = _Issuer(config, self._http, self._discovery, self.settings.jwks_min_refresh_s,
+                                                      self.settings.jwks_ttl_s)
+        return issuer
+
+    async def _verified(self, token: str, header: dict[str, Any], issuer: _Issuer) -> dict[str, Any]:
+        """The token's claims once its signature checks out with one of the issuer's keys (pinned algorithms)."""
+        kid = header.get("kid")
+        if not isinstance(kid, (str, type(None))):
+            raise InvalidToken("the token's kid is not a string")
+        keys = await issuer.keys(kid)
+        try:
+            return _decode(token, keys, list(self.settings.algorithms), kid)
+        except JoseError:
+            if kid is not None:
+                raise
+        return _decode(token, await issuer.keys(None, failed=True), list(self.settings.algorithms), None)
+
+    async def _from_introspection(self, token: str, also: str = "") -> Principal:
+        """RFC 7662 at each issuer that has it configured; an active answer's patient, encounter, fhirUser, scope
+        and exp are used, and kept (by the token's digest) no longer than the token lives, nor than
+        ``_INTROSPECTION_CACHE_S``, so a revoked token stops working within that."""
+        digest = hashlib.sha256(token.encode()).digest()
+        cached = self._introspected.get(digest)
+        if cached is not None and time.monotonic() < cached[0]:
+            return cached[1]
         for issuer in self._issuers.values():
             config = issuer.config.introspection
             if config is None or issuer.introspection is None:
@@ -179,9 +245,23 @@ class TokenValidator:
                     raise self._refuse("the introspection answer's exp is not a number")
                 if answer.get("exp") and answer["exp"] + self.settings.leeway_s < time.time():
                     raise self._refuse("the token has expired")
-                self._check_claims({**answer, "exp": answer.get("exp", time.time() + 60)}, issuer.config)
-                return _principal(answer, token, issuer.config)
-        raise self._refuse("the token is not active (introspection)")
+                exp = answer.get("exp", time.time() + 60)
+                self._check_claims({**answer, "exp": exp}, issuer.config, require_aud="aud" in answer)
+                principal = _principal(answer, token, issuer.config)
+                self._remember(digest, principal, min(exp - time.time(), _INTROSPECTION_CACHE_S))
+                return principal
+        raise self._refuse(f"{also}the token is not active (introspection)")
+
+    def _remember(self, digest: bytes, principal: Principal, ttl_s: float) -> None:
+        if ttl_s <= 0:
+            return
+        now = time.monotonic()
+        if len(self._introspected) >= _INTROSPECTION_CACHE_SIZE:
+            for key in [k for k, (until, _) in self._introspected.items() if until <= now]:
+                del self._introspected[key]
+            while len(self._introspected) >= _INTROSPECTION_CACHE_SIZE:
+                del self._introspected[next(iter(self._introspected))]
+        self._introspected[digest] = (now + ttl_s, principal)
 
     def _refuse(self, reason: str) -> InvalidToken:
         event(log, "auth.refused", level=logging.WARNING, reason=reason)
@@ -247,6 +327,19 @@ def _strings(value: Any) -> list[str]:
 
 def _b64(part: str) -> bytes:
     return urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def _decode(token: str, keys: KeySet, algorithms: list[str], kid: str | None) -> dict[str, Any]:
+    """With a kid, joserfc picks the key; without one, every key is tried (the first that verifies wins)."""
+    if kid is not None:
+        return jwt.decode(token, keys, algorithms=algorithms).claims
+    failure: JoseError | None = None
+    for key in keys.keys:
+        try:
+            return jwt.decode(token, key, algorithms=algorithms).claims
+        except JoseError as exc:
+            failure = exc
+    raise failure or BadSignatureError()
 
 
 def _has_kid(keys: KeySet, kid: str) -> bool:

@@ -49,6 +49,12 @@ class FhirBadGateway(ScribeError):
     status, slug, title = 502, "fhir-error", "FHIR server error"
 
 
+class FhirRefusedUser(ScribeError):
+    """The EHR refused the user's own (forwarded) token: their session, not fhir-scribe, needs attention."""
+
+    status, slug, title = 502, "fhir-refused-user", "The EHR refused the user's session"
+
+
 class FhirConflict(ScribeError):
     """409 on a conditional create: a concurrent writer holds the same identifier (HAPI answers HAPI-2745). Worth a
     retry, which searches for the identifier first and finds that writer's note."""
@@ -166,6 +172,9 @@ class FhirClient:
             error: ScribeError = FhirConflict(f"the FHIR server answered 409{said}")
         elif status in (400, 412, 422):
             error = FhirRejected(f"the FHIR server answered {status}{said}")
+        elif status in (401, 403) and on_behalf_of.get() is not None:
+            error = FhirRefusedUser(f"the EHR refused the user's access token ({status}): the user's session may have "
+                                    f"ended or does not cover this; launch the app again from the EHR{said}")
         elif status in (401, 403):
             error = FhirBadGateway(f"the FHIR server refused fhir-scribe's credentials ({status}){said}")
         else:

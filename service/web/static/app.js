@@ -30,7 +30,9 @@ async function start() {
   const session = await fetch("/smart/session", { credentials: "same-origin" });
   if (!session.ok) { fail(await session.json()); return; }
   const context = await session.json();
+  state.context = context;
   state.csrf = context.csrf;
+  $("relaunch").href = `/smart/launch?iss=${encodeURIComponent(context.iss)}`;
   if (context.refreshable) scheduleRefresh(context.expires_at);
   if (context.need_patient_banner) {
     const response = await fetch("/smart/context", { credentials: "same-origin" });
@@ -71,12 +73,45 @@ function scheduleRefresh(expiresAt) {
 async function refresh() {
   const response = await api("/smart/refresh", { method: "POST" });
   if (response.ok) { scheduleRefresh((await response.json()).expires_at); return; }
-  fail(await response.json());
+  sessionEnded(await response.json());
+}
+
+// The EHR ended the session (refresh refused, token expired or refused): nothing on the page is lost, and the
+// clinician is told how to go on rather than that the app is ready.
+function sessionEnded(problem) {
+  state.ended = true;
+  clearTimeout(state.refreshTimer);
+  fail(problem);
+  $("relaunch").hidden = false;
+  say("Your session with the EHR has ended. Your note stays on this page: launch the app again from the EHR "
+      + "(or sign in again) to send it.");
 }
 
 document.addEventListener("visibilitychange", () => {
-  if (document.visibilityState === "visible" && state.refreshAt && Date.now() >= state.refreshAt) refresh();
+  if (document.visibilityState !== "visible") return;
+  if (state.ended) resume();
+  else if (state.refreshAt && Date.now() >= state.refreshAt) refresh();
 });
+
+// Back from signing in again in another tab: carry on only in the very same launch context (patient,
+// encounter, user), never send this note under another patient's session.
+async function resume() {
+  const response = await fetch("/smart/session", { credentials: "same-origin" });
+  if (!response.ok) return;
+  const context = await response.json();
+  const same = ["patient", "encounter", "fhir_user"].every((key) => context[key] === state.context[key]);
+  if (!same) {
+    fail({ title: "Another patient", detail: "the new session is for a different patient, encounter or user; "
+      + "this note was not sent" });
+    return;
+  }
+  state.ended = false;
+  state.csrf = context.csrf;
+  if (context.refreshable) scheduleRefresh(context.expires_at);
+  clearError();
+  $("relaunch").hidden = true;
+  say("Session renewed. You can send the note now.");
+}
 
 function buttons(mode) {
   $("record").disabled = mode !== "idle";
@@ -257,6 +292,11 @@ async function send() {
     const body = await response.json();
     if (response.ok) {
       say(`Sent to the chart: DocumentReference/${body.document_reference_id}`);
+      return;
+    }
+    if (response.status === 401 || body.type === "urn:fhir-scribe:problem:fhir-refused-user") {
+      state.draft = draft;
+      sessionEnded(body);
       return;
     }
     fail(body);
