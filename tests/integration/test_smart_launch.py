@@ -217,3 +217,18 @@ def test_the_page_may_be_framed_only_by_the_configured_ancestors(service):
     for path in ("/app/", "/app/static/app.js"):
         csp = httpx.get(service.url + path).headers["content-security-policy"]
         assert "frame-ancestors 'self'" in csp, csp
+
+
+@pytest.mark.parametrize("path, params", [
+    ("/smart/callback", {"error": "access_denied"}),
+    ("/smart/callback", {"code": "x", "state": "y"}),  # no launch in progress in this browser
+    ("/smart/launch", {"iss": "https://evil.example/fhir"}),
+    ("/smart/launch", {}),
+])
+def test_a_browser_gets_a_page_saying_what_to_do(service, path, params):
+    page = httpx.get(service.url + path, params=params, headers={"Accept": "text/html,application/xhtml+xml"})
+    assert page.status_code in (400, 422) and page.headers["content-type"].startswith("text/html")
+    assert "Launch the dictation app again" in page.text or "Launch the app again" in page.text
+    assert page.headers["x-request-id"] in page.text and "frame-ancestors" not in page.text
+    api = httpx.get(service.url + path, params=params)  # an API client keeps problem+json
+    assert api.headers["content-type"].startswith("application/problem+json")

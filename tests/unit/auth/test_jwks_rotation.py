@@ -67,3 +67,31 @@ def test_a_removed_key_stops_being_trusted_after_the_ttl(issuer):
             await validator.aclose()
 
     asyncio.run(run())
+
+
+def test_an_id_token_without_kid_is_checked_against_each_key(issuer):
+    """EHRs (the SMART reference launcher) sign id_tokens without a kid while their JWKS holds several keys."""
+    url, keys = issuer
+    signer = RSAKey.generate_key(2048, parameters={"kid": "k2", "alg": "RS256"})
+    keys["current"] = [keys["current"][0], signer]
+    settings = AuthSettings(issuers=[IssuerSettings(issuer=url, audiences=["scribe"], jwks_url=url + "/jwks")])
+    now = int(time.time())
+    claims = {"iss": url, "aud": "scribe-app", "exp": now + 300, "iat": now, "sub": "u", "nonce": "n1",
+              "fhirUser": "Practitioner/p1"}
+    kidless = jwt.encode({"alg": "RS256"}, claims, signer)
+    stranger = jwt.encode({"alg": "RS256"}, claims, RSAKey.generate_key(2048))
+
+    async def run() -> None:
+        validator = TokenValidator(settings)
+        try:
+            assert (await validator.id_token_claims(kidless, "scribe-app", "n1"))["fhirUser"] == "Practitioner/p1"
+            with pytest.raises(InvalidToken, match="id_token check failed"):
+                await validator.id_token_claims(stranger, "scribe-app", "n1")
+            with pytest.raises(InvalidToken, match="nonce"):
+                await validator.id_token_claims(kidless, "scribe-app", "other")
+            with pytest.raises(InvalidToken, match="not for this app"):
+                await validator.id_token_claims(kidless, "another-app", "n1")
+        finally:
+            await validator.aclose()
+
+    asyncio.run(run())
