@@ -3,10 +3,15 @@
 // /test/* endpoints let a test choose the launch context.
 //
 //   node tests/oidc/server.js --port N [--fhir-audience URL]
+//        [--access-token-shape jwt|opaque|hs256-nested] [--id-token-kid keep|omit]
+//        [--app-jwks-file PATH] [--refresh-token-ttl SECONDS]
 //
 // Prints `ready http://127.0.0.1:N` on stdout once listening (--port 0 picks a free port).
+// The defaults (jwt, keep, no scribe-pkjwt client, 86400) are the shapes the suite has always had;
+// the other values play EHRs whose tokens look different (see README.md).
 
 import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
 import * as http from 'node:http';
 import { parseArgs } from 'node:util';
 
@@ -19,10 +24,51 @@ const { values: args } = parseArgs({
       type: 'string',
       default: process.env.OIDC_FHIR_AUDIENCE ?? 'http://127.0.0.1:8081/fhir',
     },
+    // jwt: RS384 JWT, launch context as top-level claims (default). opaque: every access token is opaque
+    // (introspect it). hs256-nested: smart-launcher-v2's shape (HS256 JWT, no iss/aud/kid, `context` claim).
+    'access-token-shape': { type: 'string', default: process.env.OIDC_ACCESS_TOKEN_SHAPE ?? 'jwt' },
+    // keep: id_tokens carry the signing key's kid (default). omit: re-signed without a kid header.
+    'id-token-kid': { type: 'string', default: process.env.OIDC_ID_TOKEN_KID ?? 'keep' },
+    // A JWKS (JSON) with the public key(s) of the private_key_jwt client scribe-pkjwt (no such client without it).
+    'app-jwks-file': { type: 'string', default: process.env.OIDC_APP_JWKS_FILE },
+    'refresh-token-ttl': { type: 'string', default: process.env.OIDC_REFRESH_TOKEN_TTL ?? '86400' },
   },
 });
 
+function usage(message) {
+  process.stderr.write(`server.js: ${message}\n`);
+  process.exit(2);
+}
+
 const FHIR_AUDIENCE = args['fhir-audience'];
+const ACCESS_TOKEN_SHAPES = ['jwt', 'opaque', 'hs256-nested'];
+const ACCESS_TOKEN_SHAPE = args['access-token-shape'];
+if (!ACCESS_TOKEN_SHAPES.includes(ACCESS_TOKEN_SHAPE)) {
+  usage(`--access-token-shape must be one of ${ACCESS_TOKEN_SHAPES.join(', ')}, not ${ACCESS_TOKEN_SHAPE}`);
+}
+const ID_TOKEN_KID = args['id-token-kid'];
+if (!['keep', 'omit'].includes(ID_TOKEN_KID)) usage(`--id-token-kid must be keep or omit, not ${ID_TOKEN_KID}`);
+const REFRESH_TOKEN_TTL = Number(args['refresh-token-ttl']);
+if (!Number.isInteger(REFRESH_TOKEN_TTL) || REFRESH_TOKEN_TTL < 1) {
+  usage(`--refresh-token-ttl must be a positive whole number of seconds, not ${args['refresh-token-ttl']}`);
+}
+const APP_JWKS = args['app-jwks-file'] ? readAppJwks(args['app-jwks-file']) : null;
+
+// The public keys of scribe-pkjwt from --app-jwks-file (private members, if the file has any, are dropped).
+function readAppJwks(file) {
+  let jwks;
+  try {
+    jwks = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (error) {
+    usage(`--app-jwks-file ${file}: ${error.message}`);
+  }
+  if (!Array.isArray(jwks?.keys) || !jwks.keys.length) usage(`--app-jwks-file ${file}: expected {"keys": [...]}`);
+  const keys = jwks.keys.map(({
+    d, p, q, dp, dq, qi, oth, k, ...pub
+  }) => pub);
+  if (keys.some((key) => !['RSA', 'EC'].includes(key.kty))) usage(`--app-jwks-file ${file}: RSA or EC keys only`);
+  return { keys };
+}
 // A resource indicator (or SMART `aud`) starting with this gets an opaque access token, for RFC 7662
 // introspection. `urn:opaque-test` alone audiences the token to FHIR_AUDIENCE;
 // `urn:opaque-test?aud=<url-encoded URL>` audiences it to that URL.
@@ -127,13 +173,70 @@ async function getResourceServerInfo(ctx, indicator) {
   }
   // Test-only: `?ttl=<seconds>` on the audience asks for a short-lived token (and is not part of the audience).
   const ttl = Number(url.searchParams.get('ttl') ?? 3600);
+  const audience = indicator.replace(/[?&]ttl=\d+$/, '');
+  if (ACCESS_TOKEN_SHAPE !== 'jwt') {
+    // opaque: what the EHR hands out is this opaque token. hs256-nested: the token response's access_token is
+    // replaced by an HS256 JWT (hs256Token below); the opaque token behind it lets /token/introspection answer.
+    return {
+      scope, audience, accessTokenFormat: 'opaque', accessTokenTTL: ttl,
+    };
+  }
   return {
     scope,
-    audience: indicator.replace(/[?&]ttl=\d+$/, ''),
+    audience,
     accessTokenFormat: 'jwt',
     accessTokenTTL: ttl,
     jwt: { sign: { alg: 'RS384' } },
   };
+}
+
+// ---- token shapes other EHRs issue --------------------------------------------------------------
+
+const base64url = (value) => Buffer.from(value).toString('base64url');
+
+function signJwt(header, payload, sign) {
+  const input = `${base64url(JSON.stringify(header))}.${base64url(JSON.stringify(payload))}`;
+  return `${input}.${sign(Buffer.from(input)).toString('base64url')}`;
+}
+
+// hs256-nested: the SMART reference launcher's (smart-launcher-v2) access token. Random secret per start, nobody
+// but this server can verify it: a resource server must introspect it (or trust the launch's token response).
+const HS256_SECRET = crypto.randomBytes(32);
+const hs256Tokens = new Map(); // HS256 access token -> the opaque oidc-provider access token behind it
+
+function hs256Token(ctx) {
+  const context = tokenContext(ctx) ?? {};
+  const at = ctx.oidc.entities.AccessToken;
+  const accountId = at?.accountId
+    ?? ctx.oidc.entities.AuthorizationCode?.accountId ?? ctx.oidc.entities.RefreshToken?.accountId;
+  const iat = Math.floor(Date.now() / 1000);
+  const nested = {};
+  for (const key of ['patient', 'encounter', 'need_patient_banner', 'smart_style_url']) {
+    if (context[key] !== undefined) nested[key] = context[key];
+  }
+  const payload = {
+    context: nested,
+    client_id: ctx.oidc.client.clientId,
+    scope: ctx.body.scope ?? at?.scope ?? '',
+    user: fhirUserOf(accountId, context),
+    iat,
+    exp: iat + Number(ctx.body.expires_in ?? 3600),
+  };
+  const hmac = (input) => crypto.createHmac('sha256', HS256_SECRET).update(input).digest();
+  return signJwt({ alg: 'HS256', typ: 'JWT' }, payload, hmac);
+}
+
+// --id-token-kid omit: the id_token re-signed by the same private key, with the same claims, and no `kid` header.
+function withoutKid(idToken, keys) {
+  const [headerPart, payloadPart] = idToken.split('.');
+  const { kid, ...header } = JSON.parse(Buffer.from(headerPart, 'base64url').toString('utf8'));
+  const jwk = keys.find((key) => key.kid === kid);
+  if (!jwk || !/^RS(256|384|512)$/u.test(header.alg)) {
+    throw new Error(`cannot re-sign an id_token (${header.alg}, ${kid})`);
+  }
+  const privateKey = crypto.createPrivateKey({ key: jwk, format: 'jwk' });
+  const payload = JSON.parse(Buffer.from(payloadPart, 'base64url').toString('utf8'));
+  return signJwt(header, payload, (input) => crypto.sign(`sha${header.alg.slice(2)}`, input, privateKey));
 }
 
 // ---- keys --------------------------------------------------------------------------------------
@@ -147,12 +250,35 @@ function rsaJwk(alg) {
 
 // ---- provider --------------------------------------------------------------------------------
 
-function configuration() {
+// What every static client shares (scribe-app's registration, less its auth method).
+const LOOPBACK_CLIENT = {
+  // native + loopback http redirect URI: any port of 127.0.0.1 is accepted (RFC 8252 7.3).
+  application_type: 'native',
+  grant_types: ['authorization_code', 'refresh_token'],
+  response_types: ['code'],
+  redirect_uris: ['http://127.0.0.1:8080/smart/callback'],
+};
+
+function appJwtClient() {
+  if (!APP_JWKS) return [];
+  // RS384 (SMART's asymmetric algorithms are RS384 and ES384): ES384 when the app's keys are all P-384 EC keys.
+  const alg = APP_JWKS.keys.every((key) => key.kty === 'EC') ? 'ES384' : 'RS384';
+  return [{
+    ...LOOPBACK_CLIENT,
+    client_id: 'scribe-pkjwt',
+    token_endpoint_auth_method: 'private_key_jwt',
+    token_endpoint_auth_signing_alg: alg,
+    jwks: APP_JWKS,
+  }];
+}
+
+function configuration(keys) {
   return {
-    jwks: { keys: [rsaJwk('RS384'), rsaJwk('RS256')] },
+    jwks: { keys },
     enabledJWA: {
       idTokenSigningAlgValues: ['RS256', 'RS384'],
       introspectionSigningAlgValues: ['RS256', 'RS384'],
+      clientAuthSigningAlgValues: ['HS256', 'RS256', 'PS256', 'ES256', 'Ed25519', 'EdDSA', 'RS384', 'ES384'],
     },
     cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
     clients: [
@@ -174,10 +300,23 @@ function configuration() {
         response_types: ['code'],
         redirect_uris: ['http://127.0.0.1:8080/smart/callback'],
       },
+      {
+        ...LOOPBACK_CLIENT,
+        client_id: 'scribe-basic',
+        client_secret: 'scribe-basic-secret',
+        token_endpoint_auth_method: 'client_secret_basic',
+      },
+      {
+        ...LOOPBACK_CLIENT,
+        client_id: 'scribe-post',
+        client_secret: 'scribe-post-secret',
+        token_endpoint_auth_method: 'client_secret_post',
+      },
+      ...appJwtClient(),
     ],
     scopes: STATIC_SCOPES,
     responseTypes: ['code'],
-    clientAuthMethods: ['none', 'client_secret_basic', 'client_secret_post'],
+    clientAuthMethods: ['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt'],
     claims: {
       openid: ['sub'],
       fhirUser: ['fhirUser'],
@@ -246,7 +385,7 @@ function configuration() {
       AccessToken: (ctx, token) => tokenContext(ctx)?.access_token_ttl || token.resourceServer?.accessTokenTTL || 3600,
       AuthorizationCode: 120,
       IdToken: 3600,
-      RefreshToken: 24 * 3600,
+      RefreshToken: REFRESH_TOKEN_TTL, // --refresh-token-ttl (default a day)
       Interaction: 600,
       Session: 3600,
       Grant: 3600,
@@ -263,7 +402,8 @@ function smartConfiguration(issuer) {
     introspection_endpoint: `${issuer}/token/introspection`,
     revocation_endpoint: `${issuer}/token/revocation`,
     grant_types_supported: ['authorization_code', 'refresh_token'],
-    token_endpoint_auth_methods_supported: ['none', 'client_secret_basic', 'client_secret_post'],
+    token_endpoint_auth_methods_supported: ['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt'],
+    token_endpoint_auth_signing_alg_values_supported: ['RS384', 'ES384'],
     code_challenge_methods_supported: ['S256'],
     response_types_supported: ['code'],
     scopes_supported: [
@@ -272,6 +412,7 @@ function smartConfiguration(issuer) {
     ],
     capabilities: [
       'launch-ehr', 'launch-standalone', 'client-public', 'client-confidential-symmetric',
+      'client-confidential-asymmetric',
       'context-ehr-patient', 'context-ehr-encounter',
       'context-standalone-patient', 'context-standalone-encounter',
       'context-banner', 'context-style',
@@ -288,7 +429,44 @@ async function readJson(ctx) {
   return text ? JSON.parse(text) : {};
 }
 
-function install(provider) {
+// The clients held to their registered secret method. oidc-provider takes a client_secret_basic client's secret in
+// the form and a client_secret_post client's in a Basic header alike; an app configured for one method must be seen
+// to use it, so these two are strict (scribe-confidential keeps oidc-provider's leniency). oidc-provider reads the
+// secret from the form's client_secret when there is one, else from the Basic header.
+const STRICT_SECRET_METHOD = { 'scribe-basic': 'client_secret_basic', 'scribe-post': 'client_secret_post' };
+
+function holdSecretMethods(provider) {
+  const { prototype } = provider.Client;
+  const compareClientSecret = prototype.compareClientSecret;
+  prototype.compareClientSecret = function compareStrictly(actual) {
+    const method = STRICT_SECRET_METHOD[this.clientId];
+    if (method) {
+      const inForm = Boolean(Provider.ctx?.oidc?.params?.client_secret);
+      if (inForm !== (method === 'client_secret_post')) return false; // invalid_client, as a wrong secret
+    }
+    return compareClientSecret.call(this, actual);
+  };
+}
+
+// hs256-nested: /token/introspection and /token/revocation act on the opaque token behind an HS256 one. The form is
+// read here and handed on as ctx.request.body (oidc-provider reads that when the request stream is already
+// consumed, and warns once on stderr: "already parsed request body detected").
+async function swapHs256Token(ctx) {
+  if (!ctx.is('application/x-www-form-urlencoded')) return;
+  const chunks = [];
+  for await (const chunk of ctx.req.iterator({ destroyOnReturn: false })) chunks.push(chunk);
+  const form = new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+  const behind = hs256Tokens.get(form.get('token'));
+  if (behind) form.set('token', behind);
+  const body = {};
+  for (const key of new Set(form.keys())) {
+    const values = form.getAll(key);
+    body[key] = values.length === 1 ? values[0] : values;
+  }
+  ctx.request.body = body;
+}
+
+function install(provider, keys) {
   const { issuer } = provider;
   provider.use(async (ctx, next) => {
     if (ctx.path === '/.well-known/smart-configuration' && ctx.method === 'GET') {
@@ -339,6 +517,11 @@ function install(provider) {
       }
     }
 
+    if (ACCESS_TOKEN_SHAPE === 'hs256-nested' && ctx.method === 'POST'
+        && (ctx.path === '/token/introspection' || ctx.path === '/token/revocation')) {
+      await swapHs256Token(ctx);
+    }
+
     await next();
 
     const route = ctx.oidc?.route;
@@ -352,6 +535,14 @@ function install(provider) {
         const { fhirUser, ...rest } = context;
         Object.assign(ctx.body, rest);
       }
+      if (ACCESS_TOKEN_SHAPE === 'hs256-nested') {
+        const token = hs256Token(ctx);
+        hs256Tokens.set(token, ctx.body.access_token);
+        ctx.body.access_token = token;
+      }
+      if (ID_TOKEN_KID === 'omit' && typeof ctx.body.id_token === 'string') {
+        ctx.body.id_token = withoutKid(ctx.body.id_token, keys);
+      }
     }
   });
 }
@@ -360,8 +551,10 @@ const server = http.createServer();
 server.listen(Number(args.port), '127.0.0.1', () => {
   const { port } = server.address();
   const issuer = `http://127.0.0.1:${port}`;
-  const provider = new Provider(issuer, configuration());
-  install(provider);
+  const keys = [rsaJwk('RS384'), rsaJwk('RS256')];
+  const provider = new Provider(issuer, configuration(keys));
+  holdSecretMethods(provider);
+  install(provider, keys);
   server.on('request', provider.callback());
   process.stdout.write(`ready ${issuer}\n`);
 });

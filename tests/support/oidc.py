@@ -3,12 +3,17 @@
 It plays the EHR's authorization server: `start()` runs `node tests/oidc/server.js`, `launch()` registers an EHR
 launch context, and `authorize()` walks the whole authorization code + PKCE flow over plain HTTP (login and consent
 pages included, no browser) and returns the token response. See tests/oidc/README.md.
+
+Start-up options play EHRs whose tokens look different: ``OidcServer(access_token_shape="opaque" | "hs256-nested",
+id_token_kid="omit", app_key=<private key> or app_jwks_file=..., refresh_token_ttl=<seconds>)``.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import os
 import re
 import secrets
 import shutil
@@ -21,6 +26,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, urlencode, urljoin, urlsplit
 
 import httpx
+from joserfc import jwt
+from joserfc.jwk import ECKey, RSAKey
 
 OIDC_DIR = Path(__file__).resolve().parent.parent / "oidc"
 SERVER_JS = OIDC_DIR / "server.js"
@@ -29,11 +36,27 @@ DEFAULT_REDIRECT_URI = "http://127.0.0.1:8080/smart/callback"
 DEFAULT_USER = "Practitioner/example"
 OPAQUE_RESOURCE = "urn:opaque-test"
 
-# Static clients of server.js. scribe-app is public; both accept any http://127.0.0.1:<port>/smart/callback.
+ACCESS_TOKEN_SHAPES = ("jwt", "opaque", "hs256-nested")
+CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+# Static clients of server.js, each accepting any http://127.0.0.1:<port>/smart/callback, PKCE required for all.
+# scribe-pkjwt exists only when the server has the app's public keys (OidcServer(app_key=...) or app_jwks_file=...).
+CLIENT_AUTH_METHODS: dict[str, str] = {
+    "scribe-app": "none",
+    "scribe-confidential": "client_secret_basic",  # may also introspect any client's tokens
+    "scribe-basic": "client_secret_basic",
+    "scribe-post": "client_secret_post",
+    "scribe-pkjwt": "private_key_jwt",
+}
 CLIENT_SECRETS: dict[str, str | None] = {
     "scribe-app": None,
     "scribe-confidential": "scribe-confidential-secret",
+    "scribe-basic": "scribe-basic-secret",
+    "scribe-post": "scribe-post-secret",
+    "scribe-pkjwt": None,
 }
+
+AppKey = RSAKey | ECKey | str | bytes  # a joserfc key or a PEM private key
 
 
 class OidcError(RuntimeError):
@@ -55,13 +78,78 @@ def s256(verifier: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
 
+def jwt_parts(token: str) -> tuple[dict, dict]:
+    """(header, claims) of a compact JWS, NOT verified: for asserting a token's shape."""
+    header, payload = (json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+                       for part in token.split(".")[:2])
+    return header, payload
+
+
+def _private_key(key: AppKey) -> RSAKey | ECKey:
+    if isinstance(key, (RSAKey, ECKey)):
+        return key
+    data = key.encode() if isinstance(key, str) else key
+    try:
+        return RSAKey.import_key(data)
+    except Exception:  # noqa: BLE001 - not RSA: an EC key (ECKey says why when it is neither)
+        return ECKey.import_key(data)
+
+
+def _signing_alg(key: RSAKey | ECKey) -> str:
+    return "ES384" if isinstance(key, ECKey) else "RS384"
+
+
+def _kid(key: RSAKey | ECKey) -> str:
+    return key.kid or key.thumbprint()  # RFC 7638 thumbprint, as fhir-scribe's own keys have
+
+
+def public_jwks(*keys: AppKey) -> dict:
+    """The JWKS (public keys, kid = RFC 7638 thumbprint unless the key has one, alg RS384/ES384) for `keys`."""
+    out = []
+    for key in map(_private_key, keys):
+        out.append({**key.as_dict(private=False), "kid": _kid(key), "alg": _signing_alg(key), "use": "sig"})
+    return {"keys": out}
+
+
+def client_assertion(client_id: str, key: AppKey, audience: str, lifetime: int = 240) -> str:
+    """A private_key_jwt client assertion as SMART wants it: header kid + typ JWT, RS384 (ES384 for an EC key),
+    iss = sub = client_id, aud = `audience` (the token endpoint), exp <= 5 minutes, a fresh jti."""
+    private = _private_key(key)
+    now = int(time.time())
+    claims = {"iss": client_id, "sub": client_id, "aud": audience, "iat": now, "exp": now + min(lifetime, 300),
+              "jti": secrets.token_urlsafe(24)}
+    alg = _signing_alg(private)
+    # joserfc only signs with its "recommended" algorithms unless told: RS384/ES384 must be named.
+    return jwt.encode({"alg": alg, "kid": _kid(private), "typ": "JWT"}, claims, private, algorithms=[alg])
+
+
 class OidcServer:
-    def __init__(self, fhir_audience: str = DEFAULT_FHIR_AUDIENCE, node: str = "node") -> None:
+    def __init__(self, fhir_audience: str = DEFAULT_FHIR_AUDIENCE, node: str = "node", *,
+                 access_token_shape: str = "jwt", id_token_kid: str = "keep", app_key: AppKey | None = None,
+                 app_jwks_file: str | os.PathLike[str] | None = None, refresh_token_ttl: int | None = None) -> None:
+        """`access_token_shape`: "jwt" (RS384, top-level claims; the default), "opaque" (introspect them) or
+        "hs256-nested" (smart-launcher-v2: HS256, no iss/aud/kid, launch context under `context`).
+        `id_token_kid`: "keep" or "omit" (id_tokens without a kid header). `app_key`: the private key scribe-pkjwt
+        authenticates with (its public JWKS is written for the server unless `app_jwks_file` is given).
+        `app_jwks_file`: the public JWKS the server registers scribe-pkjwt with. `refresh_token_ttl`: seconds
+        (server default 86400). Only non-default options go on the command line."""
+        if access_token_shape not in ACCESS_TOKEN_SHAPES:
+            raise ValueError(f"access_token_shape must be one of {ACCESS_TOKEN_SHAPES}, not {access_token_shape!r}")
+        if id_token_kid not in ("keep", "omit"):
+            raise ValueError(f"id_token_kid must be 'keep' or 'omit', not {id_token_kid!r}")
+        if refresh_token_ttl is not None and (not isinstance(refresh_token_ttl, int) or refresh_token_ttl < 1):
+            raise ValueError(f"refresh_token_ttl must be a positive int (seconds), not {refresh_token_ttl!r}")
         self.fhir_audience = fhir_audience
         self.node = node
+        self.access_token_shape = access_token_shape
+        self.id_token_kid = id_token_kid
+        self.app_key = _private_key(app_key) if app_key is not None else None
+        self.app_jwks_file = Path(app_jwks_file) if app_jwks_file is not None else None
+        self.refresh_token_ttl = refresh_token_ttl
         self._proc: subprocess.Popen[str] | None = None
         self._issuer: str | None = None
         self._stderr = None
+        self._jwks_tmp: Path | None = None
         self._launch_users: dict[str, str] = {}  # launch id -> fhirUser, to log in as that user by default
         self.start_seconds: float | None = None
 
@@ -85,7 +173,8 @@ class OidcServer:
         self._stderr = tempfile.TemporaryFile(mode="w+", prefix="oidc-stderr-")
         began = time.monotonic()
         self._proc = subprocess.Popen(
-            [node, str(SERVER_JS), "--port", str(port or 0), "--fhir-audience", self.fhir_audience],
+            [node, str(SERVER_JS), "--port", str(port or 0), "--fhir-audience", self.fhir_audience,
+             *self._options()],
             stdout=subprocess.PIPE, stderr=self._stderr, stdin=subprocess.DEVNULL, text=True, cwd=OIDC_DIR)
         ready: list[str] = []
         got_line = threading.Event()
@@ -107,6 +196,24 @@ class OidcServer:
         self.start_seconds = time.monotonic() - began
         return self
 
+    def _options(self) -> list[str]:
+        options = []
+        if self.access_token_shape != "jwt":
+            options += ["--access-token-shape", self.access_token_shape]
+        if self.id_token_kid != "keep":
+            options += ["--id-token-kid", self.id_token_kid]
+        if self.refresh_token_ttl is not None:
+            options += ["--refresh-token-ttl", str(self.refresh_token_ttl)]
+        jwks_file = self.app_jwks_file
+        if jwks_file is None and self.app_key is not None:
+            fd, name = tempfile.mkstemp(prefix="oidc-app-jwks-", suffix=".json")
+            with os.fdopen(fd, "w") as out:
+                json.dump(public_jwks(self.app_key), out)
+            self._jwks_tmp = jwks_file = Path(name)
+        if jwks_file is not None:
+            options += ["--app-jwks-file", str(jwks_file)]
+        return options
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
@@ -119,6 +226,9 @@ class OidcServer:
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
+        if self._jwks_tmp is not None:
+            self._jwks_tmp.unlink(missing_ok=True)
+            self._jwks_tmp = None
         self._issuer = None
 
     def __enter__(self) -> "OidcServer":
@@ -238,28 +348,34 @@ class OidcServer:
                 "redirect_uri": redirect_uri, "code_verifier": code_verifier}
 
     def exchange_code(self, code: str, *, code_verifier: str, client_id: str = "scribe-app",
-                      redirect_uri: str = DEFAULT_REDIRECT_URI) -> dict:
+                      redirect_uri: str = DEFAULT_REDIRECT_URI, client_secret: str | None = None,
+                      client_key: AppKey | None = None) -> dict:
+        """The authorization_code grant, authenticated as `client_id` is registered (see `_client_auth`)."""
         return self._token(client_id, {"grant_type": "authorization_code", "code": code,
-                                       "redirect_uri": redirect_uri, "code_verifier": code_verifier})
+                                       "redirect_uri": redirect_uri, "code_verifier": code_verifier},
+                           client_secret=client_secret, client_key=client_key)
 
-    def refresh(self, refresh_token: str, *, client_id: str = "scribe-app", scope: str | None = None) -> dict:
+    def refresh(self, refresh_token: str, *, client_id: str = "scribe-app", scope: str | None = None,
+                client_secret: str | None = None, client_key: AppKey | None = None) -> dict:
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
         if scope is not None:
             form["scope"] = scope
-        return self._token(client_id, form)
+        return self._token(client_id, form, client_secret=client_secret, client_key=client_key)
 
     def authorize(self, client_id: str = "scribe-app", scope: str = "launch openid fhirUser patient/*.read",
                   redirect_uri: str = DEFAULT_REDIRECT_URI, launch: str | None = None, aud: str | None = None,
                   resource: str | None = None, code_verifier: str | None = None, state: str | None = None,
-                  nonce: str | None = None, login: str | None = None, **extra: str) -> dict:
+                  nonce: str | None = None, login: str | None = None, client_secret: str | None = None,
+                  client_key: AppKey | None = None, **extra: str) -> dict:
         """The full authorization code + PKCE (S256) flow; returns the token response JSON (access_token, token_type,
         expires_in, scope, id_token when openid, refresh_token when offline_access, and the SMART context:
-        patient, encounter, need_patient_banner, smart_style_url ...)."""
+        patient, encounter, need_patient_banner, smart_style_url ...). `client_secret`/`client_key` override the
+        client's registered credentials at the token endpoint (e.g. a wrong one)."""
         code = self.authorization_code(client_id=client_id, scope=scope, redirect_uri=redirect_uri, launch=launch,
                                        aud=aud, resource=resource, state=state, nonce=nonce,
                                        code_verifier=code_verifier, login=login, **extra)
         return self.exchange_code(code["code"], code_verifier=code["code_verifier"], client_id=client_id,
-                                  redirect_uri=redirect_uri)
+                                  redirect_uri=redirect_uri, client_secret=client_secret, client_key=client_key)
 
     def user_token(self, patient: str | None, encounter: str | None, fhir_user: str, scopes: str,
                    aud: str | None = None, opaque: bool = False, client_id: str = "scribe-app") -> str:
@@ -279,21 +395,40 @@ class OidcServer:
                                     login=fhir_user)
         return tokens["access_token"]
 
-    def introspect(self, token: str, client_id: str = "scribe-confidential") -> dict:
-        """RFC 7662 introspection, authenticated as `client_id` (client_secret_basic)."""
-        secret = CLIENT_SECRETS[client_id]
-        response = httpx.post(self.issuer + "/token/introspection", data={"token": token},
-                              auth=(client_id, secret) if secret else None, timeout=10)
+    def introspect(self, token: str, client_id: str = "scribe-confidential", *, client_secret: str | None = None,
+                   client_key: AppKey | None = None) -> dict:
+        """RFC 7662 introspection, authenticated as `client_id` is registered (scribe-confidential may introspect
+        any token; scribe-basic, scribe-post and scribe-pkjwt their own)."""
+        extra, auth = self._client_auth(client_id, client_secret, client_key)
+        response = httpx.post(self.issuer + "/token/introspection", data={"token": token, **extra}, auth=auth,
+                              timeout=10)
         if response.status_code != 200:
             raise _oauth_error("introspection", response)
         return response.json()
 
-    def _token(self, client_id: str, form: dict) -> dict:
-        secret = CLIENT_SECRETS.get(client_id)
-        if secret is None:
-            form = {**form, "client_id": client_id}
-        response = httpx.post(self.issuer + "/token", data=form, auth=(client_id, secret) if secret else None,
-                              timeout=10)
+    def _client_auth(self, client_id: str, secret: str | None = None,
+                     key: AppKey | None = None) -> tuple[dict[str, str], tuple[str, str] | None]:
+        """(form fields, HTTP basic credentials) authenticating `client_id` as it is registered: none (client_id in
+        the form), client_secret_basic, client_secret_post, or private_key_jwt (an assertion signed by `key`, else
+        the server's `app_key`). Unknown client ids are sent as public clients."""
+        method = CLIENT_AUTH_METHODS.get(client_id, "none")
+        if method == "private_key_jwt":
+            key = key if key is not None else self.app_key
+            if key is None:
+                raise ValueError(f"{client_id} authenticates with private_key_jwt: pass client_key= or app_key=")
+            return {"client_id": client_id, "client_assertion_type": CLIENT_ASSERTION_TYPE,
+                    "client_assertion": client_assertion(client_id, key, self.issuer + "/token")}, None
+        secret = secret if secret is not None else CLIENT_SECRETS.get(client_id)
+        if method == "client_secret_post":
+            return {"client_id": client_id, "client_secret": secret or ""}, None
+        if method == "client_secret_basic" and secret is not None:
+            return {}, (client_id, secret)
+        return {"client_id": client_id}, None
+
+    def _token(self, client_id: str, form: dict, *, client_secret: str | None = None,
+               client_key: AppKey | None = None) -> dict:
+        extra, auth = self._client_auth(client_id, client_secret, client_key)
+        response = httpx.post(self.issuer + "/token", data={**form, **extra}, auth=auth, timeout=10)
         if response.status_code != 200:
             raise _oauth_error("token", response)
         return response.json()
