@@ -239,3 +239,17 @@ def test_refusal_audits_are_rate_limited_per_caller(service, oidc, proxy):
     audits = [s for s in proxy.faults.seen if s.startswith("POST /AuditEvent")]
     assert len(audits) == 10, proxy.faults.seen  # refusal_audits_per_minute default
     assert '"audit.refusals_throttled"' in service.log()
+
+
+def test_the_ehr_refusing_the_users_own_token_is_said_so(service, oidc, proxy, draft_a):
+    """A forwarded token the EHR refuses is the user's session ending, not fhir-scribe's credentials failing."""
+    mine = copy.deepcopy(draft_a)
+    mine["identifier"]["value"] = _key()
+    proxy.faults.reset()
+    proxy.faults.only_method = None
+    proxy.faults.fail_next, proxy.faults.status = 1, 401
+    response = commit(service, mine, token(oidc))  # audience: the FHIR server, so forwarded
+    assert response.status_code == 502, response.text
+    body = response.json()
+    assert body["type"].endswith(":fhir-refused-user") and "user's access token" in body["detail"]
+    assert "fhir-scribe's credentials" not in body["detail"] and body["draft"]["text"] == mine["text"]
