@@ -50,8 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--token", help="bearer token (default: fhir.bearer_token setting)")
     check.add_argument("--patient", help="a Patient id to read, proving the credentials work")
 
-    profiles = commands.add_parser("profiles", help="write fhir_profiles/ StructureDefinitions for fhir.profile_base")
-    profiles.add_argument("--out", type=Path, required=True, help="directory to write them to")
+    profiles = commands.add_parser("profiles", help="list, write or upload the StructureDefinitions fhir-scribe "
+                                                    "publishes (for fhir.profile_base)")
+    profiles.add_argument("--out", type=Path, help="directory to write them to")
+    profiles.add_argument("--upload", action="store_true",
+                          help="PUT them to the FHIR server, so its $validate knows them (e.g. a HAPI sandbox)")
+    profiles.add_argument("--fhir-base", help="FHIR base URL for --upload (default: fhir.base_url setting)")
+    profiles.add_argument("--token", help="bearer token for --upload (default: fhir.bearer_token setting)")
 
     demo = commands.add_parser("demo", help="run a seeded local FHIR server and the service wired to it")
     demo.add_argument("--port", type=int, default=8080)
@@ -238,12 +243,37 @@ def _profiles(args: argparse.Namespace) -> int:
 
     from service.documents.profiles import load_profiles
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    for profile in load_profiles(load_settings().fhir.profile_base):
-        target = args.out / f"StructureDefinition-{profile['id']}.json"
-        target.write_text(json.dumps(profile, indent=2) + "\n")
-        print(f"{target}  {profile['url']}")
-    return 0
+    settings = load_settings()
+    fhir = _fhir_settings(settings.fhir, args)
+    failed = 0
+    for profile in load_profiles(fhir.profile_base):
+        where = ""
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            target = args.out / f"StructureDefinition-{profile['id']}.json"
+            target.write_text(json.dumps(profile, indent=2) + "\n")
+            where = f"  {target}"
+        if args.upload:
+            status = _upload(fhir, profile)
+            failed += status not in (200, 201)
+            where += f"  PUT {fhir.base_url.rstrip('/')}/StructureDefinition/{profile['id']}: {status}"
+        print(f"{profile['url']}{where}")
+    return 1 if failed else 0
+
+
+def _upload(fhir: FhirSettings, profile: dict) -> int:
+    """PUT one StructureDefinition (update-as-create: uploading again replaces it); the HTTP status."""
+    import httpx
+
+    headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
+    if fhir.bearer_token:
+        headers["Authorization"] = f"Bearer {fhir.bearer_token.get_secret_value()}"
+    try:
+        return httpx.put(f"{fhir.base_url.rstrip('/')}/StructureDefinition/{profile['id']}", json=profile,
+                         headers=headers, timeout=fhir.timeout_s).status_code
+    except httpx.HTTPError as exc:
+        print(f"cannot reach {fhir.base_url}: {type(exc).__name__}", file=sys.stderr)
+        return 0
 
 
 class InputError(ScribeError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
@@ -16,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 ENV_PREFIX = "SCRIBE_"
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+# config/ is installed as the package data service.defaults (pyproject.toml): the same files from a checkout, a
+# wheel or a container image, never a path relative to the source tree.
+CONFIG_DIR = Path(str(files("service.defaults").joinpath("settings.yaml"))).parent
 DEFAULT_CONFIG_FILE = CONFIG_DIR / "settings.yaml"
 
 
