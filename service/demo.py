@@ -5,7 +5,10 @@ encounter, and fhir-scribe wired to it. For trying the service and for the test 
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,8 +52,8 @@ DEMO_CHART: list[dict] = [
 ]
 
 
-def start_fhir_server(port: int, work_dir: Path, log_path: Path | None = None,
-                      extra_config: str = "") -> subprocess.Popen[bytes]:
+def start_fhir_server(port: int, work_dir: Path, log_path: Path | None = None, extra_config: str = "",
+                      die_with_parent: bool = False) -> subprocess.Popen[bytes]:
     """sekmet-fhir on 127.0.0.1:port, in memory, strict validation, simulator off (+ extra YAML settings)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     config = work_dir / "sekmet.yaml"
@@ -60,9 +63,29 @@ def start_fhir_server(port: int, work_dir: Path, log_path: Path | None = None,
         "validation: {inbound: strict}\n" + extra_config)
     out = log_path.open("wb") if log_path else subprocess.DEVNULL
     process = subprocess.Popen([sys.executable, "-m", "sekmet.cli", "serve", "-c", str(config)], cwd=work_dir,
-                               env={**os.environ, "SEKMET_DB": ":memory:"}, stdout=out, stderr=subprocess.STDOUT)
+                               env={**os.environ, "SEKMET_DB": ":memory:"}, stdout=out, stderr=subprocess.STDOUT,
+                               preexec_fn=_die_with_parent if die_with_parent else None)
     wait_until_ready(process, f"http://127.0.0.1:{port}/fhir/metadata", "the FHIR server")
     return process
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: Linux sends it SIGTERM when its parent dies, however the parent dies (even
+    SIGKILL), so no FHIR server is left holding its port. Only where the parent has no other threads yet (the
+    demo, before it serves): code between fork and exec must not depend on other threads' locks."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux: the demo's own signal handling still stops it
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_until_ready(process: subprocess.Popen[bytes], url: str, what: str, timeout_s: float = 60) -> None:
@@ -94,24 +117,39 @@ def seed(base_url: str, token: str | None = None, resources: list[dict] = SEED) 
 def run(port: int = 8080, fhir_port: int = 8081) -> int:
     from service.cli import main as cli_main
 
+    taken = [p for p in (port, fhir_port) if not port_free(p)]
+    if taken:
+        print(f"fhir-scribe demo: port {' and '.join(map(str, taken))} already in use on 127.0.0.1 (another demo "
+              f"still running?). Stop it, or pick others: fhir-scribe demo --port 9080 --fhir-port 9081",
+              file=sys.stderr)
+        return 2
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; with these handlers that ends in SystemExit,
+    # so the finally below stops the FHIR server on SIGTERM exactly as on Ctrl+C.
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, lambda *_: sys.exit(0))
     work_dir = Path("~/.cache/fhir-scribe/demo").expanduser()
-    fhir = start_fhir_server(fhir_port, work_dir)
+    fhir = start_fhir_server(fhir_port, work_dir, die_with_parent=True)
     base = f"http://127.0.0.1:{fhir_port}/fhir"
     try:
         seed(base, resources=SEED + DEMO_CHART)
         os.environ["SCRIBE_FHIR__BASE_URL"] = base
         os.environ.setdefault("SCRIBE_AUTH__ENABLED", "false")  # the demo only: said loudly at start and in /readyz
         example = Path(__file__).resolve().parent.parent / "tests/fixtures/speech/dictation_chest_pain.ogg"
+        audio = example if example.is_file() else Path("your-dictation.webm")  # the fixture is in a checkout
         print(f"""
 Demo FHIR server: {base} (in memory; seeded Patient/{DEMO_PATIENT} with two medications and a problem,
 Encounter/{DEMO_ENCOUNTER}, Practitioner/{DEMO_PRACTITIONER}). fhir-scribe: http://127.0.0.1:{port} (docs at /docs).
-AUTHORIZATION IS OFF in the demo: every endpoint is open. Never expose it beyond this machine. Try:
+AUTHORIZATION IS OFF in the demo: every endpoint is open. Never expose it beyond this machine.
+Stop it with Ctrl+C (or SIGTERM): both servers stop. Try a progress note over HTTP:
 
-  curl -F file=@{example} -F patient={DEMO_PATIENT} -F encounter={DEMO_ENCOUNTER} \\
+  curl -F file=@{audio} -F patient={DEMO_PATIENT} -F encounter={DEMO_ENCOUNTER} \\
        -F author=Practitioner/{DEMO_PRACTITIONER} http://127.0.0.1:{port}/v1/dictations
 
-  .venv/bin/fhir-scribe dictate {example} --patient {DEMO_PATIENT} --encounter {DEMO_ENCOUNTER} \\
-       --author Practitioner/{DEMO_PRACTITIONER} --fhir-base {base}
+and the same recording as a consult note from the command line (another note type is another note; sending the
+same recording with the same type again answers "created": false, the note already there):
+
+  fhir-scribe dictate {audio} --patient {DEMO_PATIENT} --encounter {DEMO_ENCOUNTER} \\
+       --author Practitioner/{DEMO_PRACTITIONER} --note-type 11488-4 --fhir-base {base}
 """, file=sys.stderr, flush=True)
         return cli_main(["serve", "--port", str(port)])
     finally:
