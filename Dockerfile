@@ -22,7 +22,7 @@ RUN apt-get update -qq \
     && rm -rf /var/lib/apt/lists/*
 ARG PIP_VERSION=26.3
 # The wheels downloaded (and built, for the sdists) are kept in WHEELHOUSE when a directory is mounted there, else in
-# a temporary directory deleted at once (pip's own HTTP cache keeps nothing where a proxy strips caching headers).
+# /opt/build-wheels, deleted at once (pip's own HTTP cache keeps nothing where a proxy strips caching headers).
 ARG WHEELHOUSE=/mnt
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
@@ -40,9 +40,9 @@ RUN set -eu \
     && /opt/build-tools/bin/pip install --quiet "pip==${PIP_VERSION}" \
     && python -m venv /opt/venv \
     && /opt/venv/bin/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > requirements.txt \
-    && wheels=$(python -c 'import sys, tempfile; mounted = any(l.split()[4] == sys.argv[1] for l in open("/proc/self/mountinfo")); \
-print(sys.argv[1] if mounted else tempfile.mkdtemp())' "$WHEELHOUSE") \
-    && echo "wheels: $wheels" \
+    && wheels=$(python -c 'import sys; mounted = any(l.split()[4] == sys.argv[1] for l in open("/proc/self/mountinfo")); \
+print(sys.argv[1] if mounted else "/opt/build-wheels")' "$WHEELHOUSE") \
+    && mkdir -p "$wheels" && echo "wheels: $wheels" \
     && /opt/build-tools/bin/pip --python /opt/venv/bin/python wheel --quiet --find-links "$wheels" --wheel-dir "$wheels" -r requirements.txt \
     && /opt/build-tools/bin/pip --python /opt/venv/bin/python install --quiet --no-index --find-links "$wheels" -r requirements.txt \
     && { [ "$wheels" = "$WHEELHOUSE" ] || rm -rf "$wheels"; } \
