@@ -4,6 +4,10 @@ Only the configured FHIR server may launch the app: an ``iss`` from anywhere els
 and tokens to a stranger. ``state`` (256 bits) and the PKCE verifier stay in a sealed cookie between the
 redirect and the callback; the id_token must answer this login's nonce. The resulting session (tokens and launch
 context) is sealed into the browser's cookie by the caller; page JavaScript never sees a token.
+
+Here fhir-scribe is the EHR's client: the access token is opaque to it whatever its shape and is only forwarded.
+The launch context comes from the token response (given to this client for its own verifier) and the user from
+the verified id_token; ``session_principal`` turns a session into the caller the API authorizes.
 """
 
 from __future__ import annotations
