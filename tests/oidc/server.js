@@ -4,7 +4,7 @@
 //
 //   node tests/oidc/server.js --port N [--fhir-audience URL]
 //        [--access-token-shape jwt|opaque|hs256-nested] [--id-token-kid keep|omit]
-//        [--app-jwks-file PATH] [--refresh-token-ttl SECONDS]
+//        [--app-jwks-file PATH] [--refresh-token-ttl SECONDS] [--signing-keys-file PATH]
 //
 // Prints `ready http://127.0.0.1:N` on stdout once listening (--port 0 picks a free port).
 // The defaults (jwt, keep, no scribe-pkjwt client, 86400) are the shapes the suite has always had;
@@ -32,6 +32,9 @@ const { values: args } = parseArgs({
     // A JWKS (JSON) with the public key(s) of the private_key_jwt client scribe-pkjwt (no such client without it).
     'app-jwks-file': { type: 'string', default: process.env.OIDC_APP_JWKS_FILE },
     'refresh-token-ttl': { type: 'string', default: process.env.OIDC_REFRESH_TOKEN_TTL ?? '86400' },
+    // A JSON array of two private RSA JWKs (RS384 first, then RS256; each with kid and alg) to sign with.
+    // Without it two keys are generated at start-up, which can take seconds on a busy machine.
+    'signing-keys-file': { type: 'string', default: process.env.OIDC_SIGNING_KEYS_FILE },
   },
 });
 
@@ -246,6 +249,20 @@ function rsaJwk(alg) {
   const jwk = privateKey.export({ format: 'jwk' });
   const kid = `${alg.toLowerCase()}-${crypto.randomBytes(6).toString('hex')}`;
   return { ...jwk, kid, alg, use: 'sig' };
+}
+
+function readSigningKeys(file) {
+  let keys;
+  try {
+    keys = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (error) {
+    usage(`--signing-keys-file ${file}: ${error.message}`);
+  }
+  const algs = Array.isArray(keys) ? keys.map((key) => key && key.kty === 'RSA' && key.d && key.kid && key.alg) : [];
+  if (algs.join() !== 'RS384,RS256') {
+    usage(`--signing-keys-file ${file}: expected [private RSA JWK with kid, alg RS384; the same with RS256]`);
+  }
+  return keys.map((key) => ({ ...key, use: 'sig' }));
 }
 
 // ---- provider --------------------------------------------------------------------------------
@@ -551,7 +568,8 @@ const server = http.createServer();
 server.listen(Number(args.port), '127.0.0.1', () => {
   const { port } = server.address();
   const issuer = `http://127.0.0.1:${port}`;
-  const keys = [rsaJwk('RS384'), rsaJwk('RS256')];
+  const keys = args['signing-keys-file'] ? readSigningKeys(args['signing-keys-file'])
+    : [rsaJwk('RS384'), rsaJwk('RS256')];
   const provider = new Provider(issuer, configuration(keys));
   holdSecretMethods(provider);
   install(provider, keys);

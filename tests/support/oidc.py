@@ -123,6 +123,27 @@ def client_assertion(client_id: str, key: AppKey, audience: str, lifetime: int =
     return jwt.encode({"alg": alg, "kid": _kid(private), "typ": "JWT"}, claims, private, algorithms=[alg])
 
 
+_signing_keys_file: Path | None = None
+
+
+def _shared_signing_keys() -> Path:
+    """One pair of server signing keys (RS384, RS256) per test process, written once to a private temp file.
+
+    Generating two RSA keys in Node at every start took over 20 s once on a loaded 2-core CI machine; each
+    server still has its own issuer, so a token from one is never accepted as another's."""
+    global _signing_keys_file
+    if _signing_keys_file is None or not _signing_keys_file.exists():
+        keys = []
+        for alg in ("RS384", "RS256"):
+            key = RSAKey.generate_key(2048)
+            keys.append({**key.as_dict(private=True), "kid": f"{alg.lower()}-{secrets.token_hex(6)}", "alg": alg})
+        fd, name = tempfile.mkstemp(prefix="oidc-signing-keys-", suffix=".json")
+        with os.fdopen(fd, "w") as out:
+            json.dump(keys, out)
+        _signing_keys_file = Path(name)
+    return _signing_keys_file
+
+
 class OidcServer:
     def __init__(self, fhir_audience: str = DEFAULT_FHIR_AUDIENCE, node: str = "node", *,
                  access_token_shape: str = "jwt", id_token_kid: str = "keep", app_key: AppKey | None = None,
@@ -161,7 +182,7 @@ class OidcServer:
             raise RuntimeError("OidcServer is not started")
         return self._issuer
 
-    def start(self, port: int | None = None, timeout: float = 20.0) -> "OidcServer":
+    def start(self, port: int | None = None, timeout: float = 60.0) -> "OidcServer":
         """Run the server on 127.0.0.1:`port` (a free port chosen by the OS when None); wait for it to be ready."""
         if self._proc is not None:
             raise RuntimeError("OidcServer already started")
@@ -190,14 +211,16 @@ class OidcServer:
         threading.Thread(target=read_stdout, name="oidc-stdout", daemon=True).start()
         if not got_line.wait(timeout) or not ready or not ready[0].startswith("ready "):
             detail = self._stderr_tail()
+            exited = self._proc.poll()
             self.stop()
-            raise RuntimeError(f"test OIDC server did not become ready in {timeout}s: {ready[:1]} {detail}")
+            raise RuntimeError(f"test OIDC server did not become ready in {time.monotonic() - began:.1f}s "
+                               f"(exit status {exited}): {ready[:1]} {detail}")
         self._issuer = ready[0].split(" ", 1)[1]
         self.start_seconds = time.monotonic() - began
         return self
 
     def _options(self) -> list[str]:
-        options = []
+        options = ["--signing-keys-file", str(_shared_signing_keys())]
         if self.access_token_shape != "jwt":
             options += ["--access-token-shape", self.access_token_shape]
         if self.id_token_kid != "keep":
