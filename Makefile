@@ -11,9 +11,10 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # What the tests need from Debian, as command:package. ffmpeg derives every audio format from the fixtures, strace
 # proves no file is written, Java + Maven build the HAPI FHIR test server, Node + npm run FHIR.js and the OIDC
 # server, Chromium is the browser of tests/browser (Playwright drives it; it downloads no browser of its own),
-# podman + runc + mmdebstrap build the container image on a stand-in base and run it (tests/container).
+# podman + runc + mmdebstrap build the container image on a stand-in base and run it (tests/container), HAProxy
+# balances several replicas and nginx terminates TLS in front of one (tests/integration/test_replicas.py, test_tls.py).
 # (espeak-ng, festival and festvox-us-slt-hts are only needed to rebuild the speech fixtures.)
-TEST_APT := ffmpeg:ffmpeg strace:strace java:openjdk-17-jdk-headless mvn:maven node:nodejs npm:npm chromium:chromium podman:podman runc:runc mmdebstrap:mmdebstrap
+TEST_APT := ffmpeg:ffmpeg strace:strace java:openjdk-17-jdk-headless mvn:maven node:nodejs npm:npm chromium:chromium podman:podman runc:runc mmdebstrap:mmdebstrap haproxy:haproxy nginx:nginx openssl:openssl
 
 .PHONY: serve test install system-deps bench
 

@@ -34,6 +34,24 @@ class ServerSettings(_Section):
     # anything is parsed: JSON bodies (a draft to commit, text to section), and any other route that takes none.
     max_json_bytes: int = Field(4 * 1024 * 1024, gt=0)
     max_other_body_bytes: int = Field(64 * 1024, gt=0)
+    # SIGTERM: stop admitting (503 + Retry-After, /readyz "draining"), let transcriptions and writes in hand finish
+    # for up to this long, hand unstarted Subscription work back to the EHR, then exit. Below the orchestrator's
+    # grace period (Kubernetes terminationGracePeriodSeconds, 30 s by default).
+    drain_s: float = Field(25.0, ge=0, le=3600)
+    # HTTPS served directly (TLS 1.2 or newer only): both files PEM, or neither.
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    # Proxies whose X-Forwarded-For/-Proto (client address, https) are believed: comma-separated addresses or
+    # CIDRs, "*" for any (only where nothing else can reach the port). Empty: forwarded headers are ignored.
+    forwarded_allow_ips: str = ""
+    # GET /metrics (Prometheus) on its own port when set (no token either way; keep that port inside the cluster).
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "ServerSettings":
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("tls_certfile and tls_keyfile go together: set both (HTTPS) or neither")
+        return self
 
 
 class AudioLimits(_Section):
