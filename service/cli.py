@@ -92,17 +92,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from service.api.app import create_app, load_transcriber
     from service.logs import configure_logging
+    from service.serving import serve
 
     settings = load_settings()
     configure_logging(settings.logging.level)
     # Load the model before binding the port: a bad model setting stops here with its name, exit code 2.
     app = create_app(settings, transcriber=load_transcriber(settings))
-    uvicorn.run(app, host=args.host or settings.server.host, port=args.port or settings.server.port,
-                access_log=False, log_config=None)
+    serve(app, settings.server, host=args.host or settings.server.host, port=args.port or settings.server.port)
     return 0
 
 

@@ -147,7 +147,7 @@ class SubscriptionSettings(_Section):
     workers: int = Field(1, gt=0, le=16)
     task_system: str = "urn:fhir-scribe:job"  # Task.identifier.system of this service's jobs
     lease_s: int = Field(900, gt=0)  # an in-progress Task untouched this long is taken over and redone
-    recovery_interval_s: float = Field(60, gt=0)
+    recovery_interval_s: float = Field(15, gt=0)
     # One notification may name at most this many Bundle entries / notification events (larger: 413).
     max_entries: int = Field(100, gt=0, le=10_000)
     max_events: int = Field(100, gt=0, le=10_000)

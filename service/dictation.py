@@ -43,12 +43,14 @@ class DictationService:
 
     async def draft(self, audio_bytes: bytes, ctx: DictationContext, *, doc_status: str,
                     idempotency_key: str | None, request_id: str, chart_readable: Collection[str] | None = None,
-                    source: str | None = None, on_segment: Callable[[Segment, float], None] | None = None) -> Draft:
+                    source: str | None = None, on_segment: Callable[[Segment, float], None] | None = None,
+                    ended_at: Callable[[float], datetime | None] | None = None) -> Draft:
         """Transcribe and structure. A wrong patient or encounter stops here, before any transcription; an
         unreachable EHR does not: the caller still gets the draft, with the error, to commit later.
         The patient's chart vocabulary is read meanwhile (``chart_readable``: the resource types the caller may
         search; None = no token). ``on_segment(segment, audio_duration_s)`` is called on the worker thread as
-        each segment is decoded."""
+        each segment is decoded. ``ended_at(audio_duration_s)``: when the recording ended, if its source says
+        (a Subscription job's recording); otherwise the dictation ends now, as it arrives."""
         self.check_note_type(ctx.note_type)
         lookup = asyncio.create_task(self.chart.vocabulary(ctx.patient, chart_readable))
         deferred: ScribeError | None = None
@@ -66,7 +68,7 @@ class DictationService:
         chart = await lookup
         engine, terms = fitted(chart.terms, self.settings.vocabulary)
         options = biased(self.pool.transcriber.default_options(), engine, terms)
-        dictated_at = datetime.now(timezone.utc)
+        dictated_at = (ended_at(audio.duration_s) if ended_at else None) or datetime.now(timezone.utc)
         def segment_decoded(segment: Segment) -> None:  # on the worker thread
             if on_segment is not None:
                 on_segment(segment, audio.duration_s)

@@ -7,6 +7,8 @@ FastAPI, so the same errors serve the CLI, the API and background workers.
 
 from __future__ import annotations
 
+from service.metrics import REJECTED
+
 PROBLEM_BASE = "urn:fhir-scribe:problem:"
 
 
@@ -36,7 +38,12 @@ class Unprocessable(ScribeError):
 
 
 class Overloaded(ScribeError):
+    """503 + Retry-After: a load balancer or client tries another replica or later. ``reason`` (a fixed word, e.g.
+    "transcription_slots") labels the rejection in the metrics."""
+
     status, slug, title = 503, "overloaded", "Service busy"
 
-    def __init__(self, detail: str, *, retry_after_s: int) -> None:
-        super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
+    def __init__(self, detail: str, *, retry_after_s: int | float, reason: str) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, round(retry_after_s)))})
+        self.reason = reason
+        REJECTED.labels(reason).inc()

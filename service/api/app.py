@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from service import __doc__ as service_doc
 from service.api import app_page, dictations, health, notify, sections, smart, transcriptions, wellknown
 from service.api.body_limits import BodyLimitMiddleware
+from service.api.draining import Drain, DrainMiddleware
 from service.api.middleware import RequestContextMiddleware
 from service.api.problems import install_problem_handlers
 from service.auth.backend import BackendServices
@@ -115,10 +116,16 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None,
     app.state.subscriptions = None
     app.state.backend = backend
     app.state.public_keys = [k.as_dict(private=False) for k in (backend.key if backend else None, app_key) if k]
+    app.state.drain = Drain(retry_after_s=1)  # a draining replica's callers go straight to another one
     install_problem_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, settings=settings)  # inside RequestContextMiddleware: has the request id
+    # Outermost first: request id and access log + metrics, then draining (a refusal has a request id), then
+    # body limits.
+    app.add_middleware(BodyLimitMiddleware, settings=settings)
+    app.add_middleware(DrainMiddleware, drain=app.state.drain, fhir_path=settings.subscriptions.path)
     app.add_middleware(RequestContextMiddleware, fhir_path=settings.subscriptions.path)
     app.include_router(health.router)
+    if settings.server.metrics_port is None:  # else served on its own port (service/serving.py)
+        app.include_router(health.metrics_router)
     app.include_router(wellknown.router)
     app.include_router(transcriptions.router)
     app.include_router(sections.router)

@@ -1,9 +1,11 @@
-"""Liveness and readiness probes (for Kubernetes or a load balancer)."""
+"""Liveness and readiness probes (for Kubernetes or a load balancer), and the Prometheus scrape."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
+from starlette.responses import JSONResponse, Response
 
+from service import metrics
 from service.api.deps import get_pool
 from service.transcription.pool import TranscriptionPool
 
@@ -15,10 +17,23 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The model is loaded and warmed up")
-async def readyz(request: Request, pool: TranscriptionPool = Depends(get_pool)) -> dict[str, object]:
+@router.get("/readyz", summary="The model is loaded and warmed up, and the replica is not draining")
+async def readyz(request: Request, pool: TranscriptionPool = Depends(get_pool)) -> Response:
+    if request.app.state.drain.draining:  # after SIGTERM: out of the load balancer's rotation, work in hand finishing
+        return JSONResponse({"status": "draining", "in_flight": request.app.state.drain.in_flight}, status_code=503)
     engine = pool.transcriber
     auth = request.app.state.settings.auth
-    return {"status": "ready", "model": engine.source.name, "model_revision": engine.source.revision,
-            "device": engine.device, "compute_type": engine.compute_type, "admitted_jobs": pool.admitted,
-            "auth": "enabled" if auth.enabled else "DISABLED: every /v1 endpoint is open (local demo only)"}
+    return JSONResponse({
+        "status": "ready", "model": engine.source.name, "model_revision": engine.source.revision,
+        "device": engine.device, "compute_type": engine.compute_type, "admitted_jobs": pool.admitted,
+        "auth": "enabled" if auth.enabled else "DISABLED: every /v1 endpoint is open (local demo only)"})
+
+
+metrics_router = APIRouter(tags=["health"])
+
+
+@metrics_router.get("/metrics", summary="Prometheus metrics (no patient data in any label; no token needed)",
+                    response_class=Response)
+async def scrape() -> Response:
+    body, content_type = metrics.exposition()
+    return Response(body, media_type=content_type)

@@ -1,4 +1,4 @@
-"""Request id + one access-log line per request, as a plain ASGI middleware (it must not buffer SSE streams).
+"""Request id + one access-log line and one latency observation per request, as a plain ASGI middleware (it must not buffer SSE streams).
 
 The line names the route template (``/v1/audio/transcriptions``), never the raw path or query, which in FHIR
 land can hold patient ids.
@@ -13,10 +13,12 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service import metrics
 from service.api.problems import operation_outcome, problem
 from service.logs import event, request_id
 
 log = logging.getLogger("service.access")
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 
@@ -57,10 +59,12 @@ class RequestContextMiddleware:
                 response = problem(500, "internal-error", "Internal error", detail)
             await response(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
-            event(log, "http.request", method=scope["method"], route=getattr(route, "path", "unmatched"),
-                  status=status, duration_ms=round((time.perf_counter() - started) * 1000, 1),
-                  bytes_in=_content_length(headers))
+            route = getattr(scope.get("route"), "path", "unmatched")  # a template: never a raw path (ids)
+            elapsed = time.perf_counter() - started
+            method = scope["method"] if scope["method"] in _METHODS else "other"  # a closed set of labels
+            metrics.HTTP_DURATION.labels(route, method, str(status)).observe(elapsed)
+            event(log, "http.request", method=scope["method"], route=route, status=status,
+                  duration_ms=round(elapsed * 1000, 1), bytes_in=_content_length(headers))
             request_id.reset(token)
 
 

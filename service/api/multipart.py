@@ -64,7 +64,7 @@ class UploadGate:
         if self.receiving >= self.capacity:
             event(log, "upload.rejected", level=logging.WARNING, receiving=self.receiving, capacity=self.capacity)
             raise Overloaded(f"all {self.capacity} upload slots are busy; retry later",
-                             retry_after_s=self.retry_after_s)
+                             retry_after_s=self.retry_after_s, reason="upload_slots")
         self.receiving += 1
         try:
             yield

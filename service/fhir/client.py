@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from service import metrics
 from service.config import FhirSettings
 from service.errors import ScribeError
 from service.logs import event, request_id
@@ -136,15 +137,19 @@ class FhirClient:
             merged["Content-Type"] = FHIR_JSON
         attempts = 1 + (self.settings.retries if retry else 0)
         kind = path.split("/")[0].split("?")[0] or "root"
+        interaction = _interaction(method, path, json)
         for attempt in range(1, attempts + 1):
             started = time.perf_counter()
             try:
                 response = await self._http.request(method, url, json=json, headers=merged)
             except httpx.TimeoutException:
+                metrics.FHIR_REQUESTS.labels(interaction, "timeout").inc()
                 failure: ScribeError = FhirTimeout(f"no answer from the FHIR server within {self.settings.timeout_s:g} s")
             except httpx.TransportError as exc:
+                metrics.FHIR_REQUESTS.labels(interaction, "unreachable").inc()
                 failure = FhirUnavailable(f"cannot reach the FHIR server ({type(exc).__name__})")
             else:
+                metrics.FHIR_REQUESTS.labels(interaction, f"{response.status_code // 100}xx").inc()
                 event(log, "fhir.response", method=method, resource=kind, status=response.status_code,
                       attempt=attempt, ms=round((time.perf_counter() - started) * 1000, 1))
                 if response.status_code not in RETRY_STATUSES:
@@ -194,10 +199,14 @@ class FhirClient:
             raise self.error_for(response)
         return _json(response)
 
-    async def search(self, resource_type: str, params: dict[str, str], *,
-                     includes: bool = False) -> list[dict[str, Any]]:
-        """The matches (and, with ``includes``, the resources _include'd with them)."""
-        response = await self.send("GET", f"{resource_type}?{httpx.QueryParams(params)}", retry=True)
+    async def search(self, resource_type: str, params: dict[str, str], *, includes: bool = False,
+                     fresh: bool = False) -> list[dict[str, Any]]:
+        """The matches (and, with ``includes``, the resources _include'd with them). ``fresh``: the answer decides a
+        write or a claim, so the server must not answer from a cache of earlier searches (HAPI JPA reuses cached
+        results of the same search for 60 s by default, missing what was written since)."""
+        headers = {"Cache-Control": "no-cache"} if fresh else None
+        response = await self.send("GET", f"{resource_type}?{httpx.QueryParams(params)}", headers=headers,
+                                   retry=True)
         if response.status_code != 200:
             raise self.error_for(response)
         return _resources(_json(response), resource_type, includes)
@@ -235,6 +244,18 @@ class FhirClient:
 
     async def supports_transaction(self) -> bool:
         return await self.supports_interaction("transaction")
+
+
+def _interaction(method: str, path: str, body: Any) -> str:
+    """The FHIR RESTful interaction, a closed set of words for the metrics (never an id)."""
+    if not path.strip("/"):
+        kind = body.get("type") if isinstance(body, dict) else None
+        return kind if kind in ("transaction", "batch") else "system"
+    if path == "metadata":
+        return "capabilities"
+    if method == "GET":
+        return "search" if "?" in path or "/" not in path else "read"
+    return {"POST": "create", "PUT": "update", "DELETE": "delete", "PATCH": "patch"}.get(method, "other")
 
 
 def _resources(bundle: Any, resource_type: str, includes: bool) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from service import metrics
 from service.documents.draft import DictationContext, Identifier
 from service.documents.resources import WritePlan
 from service.errors import ScribeError, Unprocessable
@@ -62,7 +63,16 @@ class NoteWriter:
         key = repr(sorted(plan.criteria.items()))  # identifier and patient
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
-            return await self._write(plan, identifier, request_id)
+            try:
+                result = await self._write(plan, identifier, request_id)
+            except Conflict:
+                metrics.NOTES_WRITTEN.labels("conflict").inc()
+                raise
+            except ScribeError:
+                metrics.NOTES_WRITTEN.labels("failed").inc()
+                raise
+        metrics.NOTES_WRITTEN.labels("created" if result.created else "existing").inc()
+        return result
 
     async def _write(self, plan: WritePlan, identifier: Identifier, request_id: str) -> WriteResult:
         attempts = 1 + self.client.settings.retries
@@ -122,7 +132,7 @@ class NoteWriter:
 
     async def _find(self, plan: WritePlan) -> dict[str, Any] | None:
         try:
-            found = await self.client.search("DocumentReference", plan.criteria)
+            found = await self.client.search("DocumentReference", plan.criteria, fresh=True)
         except ScribeError:
             return None  # still unreachable: the next attempt will say so
         return found[0] if found else None

@@ -80,7 +80,7 @@ class SectionsWorker:
             event(log, "sections.rejected", level=logging.WARNING, waiting=self.max_waiting,
                   workers=self.settings.workers)
             raise Overloaded(f"{self.max_waiting} texts are already waiting to be sectioned; retry later",
-                             retry_after_s=self._retry_after_s)
+                             retry_after_s=self._retry_after_s, reason="sections_queue")
         job = self._executor.submit(self._structure, text)
         result = asyncio.wrap_future(job)
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from service.errors import Unprocessable
@@ -76,3 +77,34 @@ def context_of(resource: dict[str, Any]) -> tuple[str, str | None, str]:
         raise NotARecording(f"the {kind} names no Practitioner or PractitionerRole author, who signs the note")
     return subject.split("/", 1)[1], (encounter.split("/", 1)[1] if encounter.startswith("Encounter/") else None), \
         author
+
+
+def recording_end(resource: dict[str, Any], duration_s: float) -> datetime | None:
+    """When the recording ended, from the resource's own times: Media.createdPeriod.end, else a start
+    (Media.createdPeriod.start or createdDateTime, the attachment's creation) plus the audio's length, else the
+    DocumentReference's date (made once the recording was). None when it names no usable time: the note then
+    takes the time it is processed, as a live dictation does. A time that cannot be a recording's (in the future,
+    no time zone, before 2000) is not used."""
+    found = attachment(resource) or {}
+    period = resource.get("createdPeriod") or {}
+    for value, is_start in ((period.get("end"), False), (period.get("start"), True),
+                            (resource.get("createdDateTime"), True), (found.get("creation"), True),
+                            (resource.get("date") if resource.get("resourceType") == "DocumentReference" else None,
+                             False)):
+        instant = _instant(value)
+        if instant is not None:
+            end = instant + timedelta(seconds=duration_s) if is_start else instant
+            return end if end <= datetime.now(timezone.utc) + timedelta(minutes=5) else None
+    return None
+
+
+def _instant(value: Any) -> datetime | None:
+    if not isinstance(value, str) or "T" not in value:
+        return None  # a date without a time is not precise enough for a note's period
+    try:
+        instant = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if instant.tzinfo is None or instant.year < 2000:
+        return None
+    return instant.astimezone(timezone.utc)

@@ -3,24 +3,27 @@
 Claiming is a conditional create of the Task (identifier = source type/id/version) inside a transaction, so a
 redelivered notification or a second replica finds it and does nothing. The note is written with an identifier
 derived from the Task's, so even a job redone after a crash writes it once. A Task left in-progress past its
-lease (its replica died) is taken over with an If-Match update: of two replicas trying, one wins.
+lease (its replica died) is taken over with an If-Match update: of two replicas trying, one wins. A replica that
+stops gracefully leaves its unstarted work as ``ready`` Tasks, which any replica takes over at once, the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from service import metrics
 from service.config import Settings
 from service.dictation import DictationService
 from service.documents.draft import DictationContext
 from service.errors import ScribeError
 from service.fhir.client import FhirClient, FhirTimeout, FhirUnavailable, parse_location
 from service.logs import event
-from service.subscriptions.audio_source import attachment, context_of, fetch_audio
+from service.subscriptions.audio_source import attachment, context_of, fetch_audio, recording_end
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +51,23 @@ class JobRunner:
         task = await self.claim(resource)
         if task is not None:
             await self.execute(task, resource)
+        else:
+            metrics.SUBSCRIPTION_JOBS.labels("already_claimed").inc()
 
-    async def claim(self, resource: dict[str, Any]) -> dict[str, Any] | None:
-        """The new Task if this call created it; None if the job exists (done, failed or in hand elsewhere)."""
+    async def hand_back(self, resource: dict[str, Any], *, only_recordings: bool) -> None:
+        """Draining: record the job as a ``ready`` Task for another replica, instead of doing it here."""
+        if self.ours(resource) or (only_recordings and attachment(resource) is None):
+            return
+        if await self.claim(resource, status="ready") is not None:
+            metrics.SUBSCRIPTION_JOBS.labels("handed_back").inc()
+
+    async def claim(self, resource: dict[str, Any], status: str = "in-progress") -> dict[str, Any] | None:
+        """The new Task if this call created it; None if the job exists (done, failed or in hand elsewhere).
+        ``status`` "ready": the job is recorded for any replica to take (see ``recover``)."""
         version = (resource.get("meta") or {}).get("versionId", "1")
         identifier = {"system": self.subs.task_system,
                       "value": f"{resource['resourceType']}/{resource['id']}/_history/{version}"}
-        task = {"resourceType": "Task", "identifier": [identifier], "status": "in-progress", "intent": "order",
+        task = {"resourceType": "Task", "identifier": [identifier], "status": status, "intent": "order",
                 "focus": {"reference": f"{resource['resourceType']}/{resource['id']}"},
                 "owner": {"identifier": {"system": "urn:fhir-scribe:device",
                                          "value": self.settings.fhir.device_name},
@@ -89,7 +102,8 @@ class JobRunner:
             key = "job:" + task["identifier"][0]["value"].replace("/", ":")
             draft = await self.dictations.draft(audio, ctx, doc_status="preliminary", idempotency_key=key[:128],
                                                 request_id=task["id"],
-                                                source=f"{resource['resourceType']}/{resource['id']}")
+                                                source=f"{resource['resourceType']}/{resource['id']}",
+                                                ended_at=lambda seconds: recording_end(resource, seconds))
             result = await self.dictations.commit(draft, request_id=task["id"], from_client=False)
             # Nobody reviews a triggered note before it lands (docStatus preliminary): what the review screen
             # would have flagged goes with the job, for whoever signs the note.
@@ -98,12 +112,31 @@ class JobRunner:
                                notes=checks)
             outcome = "completed"
         except (FhirUnavailable, FhirTimeout):
+            metrics.SUBSCRIPTION_JOBS.labels("ehr_unavailable").inc()
             raise  # the EHR is away: the Task stays in progress and the lease recovery redoes it
+        except asyncio.CancelledError:
+            # The drain ran out of time: give the job back at once rather than after the lease (the note's
+            # identifier comes from the Task's, so whoever redoes it cannot write it twice).
+            await asyncio.shield(self.release(task))
+            metrics.SUBSCRIPTION_JOBS.labels("released").inc()
+            raise
         except ScribeError as failure:
             await self._finish(task, "failed", reason=f"{failure.title}: {failure.detail}")
             outcome = failure.slug
+        metrics.SUBSCRIPTION_JOBS.labels("completed" if outcome == "completed" else "failed").inc()
         event(log, "subscription.job", task=task["id"], outcome=outcome,
               ms=round((time.perf_counter() - started) * 1000))
+
+    async def release(self, task: dict[str, Any]) -> None:
+        """Back to ``ready`` if still ours as we left it (If-Match): a replica takes it at its next recovery."""
+        version = (task.get("meta") or {}).get("versionId")
+        ready = {**task, "status": "ready", "lastModified": _now()}
+        ready.pop("meta", None)
+        try:
+            await self.client.send("PUT", f"Task/{task['id']}", json=ready,
+                                   headers={"If-Match": f'W/"{version}"'} if version else None)
+        except ScribeError as failure:  # the lease recovery still takes it, later
+            event(log, "subscription.release_failed", level=logging.WARNING, problem=failure.slug)
 
     async def _finish(self, task: dict[str, Any], status: str, output: str | None = None,
                       reason: str | None = None, notes: list[str] | None = None) -> None:
@@ -120,14 +153,19 @@ class JobRunner:
             raise self.client.error_for(response)
 
     async def recover(self) -> int:
-        """Take over this service's Tasks left in progress past the lease and redo them; how many were taken."""
+        """Take over this service's Tasks that are ``ready`` (handed back by a replica that stopped) or left in
+        progress past the lease (its replica died), and do them; how many were taken. The searches must see
+        the EHR as it is now (fresh), or a Task would be taken twice or missed."""
         cutoff = (datetime.now(timezone.utc) - timedelta(seconds=self.subs.lease_s)).isoformat(timespec="seconds")
-        stale = await self.client.search("Task", {"identifier": f"{self.subs.task_system}|", "status": "in-progress",
-                                                  "_lastUpdated": f"lt{cutoff}", "_count": "20"})
+        system = f"{self.subs.task_system}|"
+        ready = await self.client.search("Task", {"identifier": system, "status": "ready", "_count": "20"},
+                                         fresh=True)
+        stale = await self.client.search("Task", {"identifier": system, "status": "in-progress",
+                                                  "_lastUpdated": f"lt{cutoff}", "_count": "20"}, fresh=True)
         taken = 0
-        for task in stale:
+        for task in ready + stale:
             version = (task.get("meta") or {}).get("versionId")
-            renewed = {**task, "lastModified": _now()}
+            renewed = {**task, "status": "in-progress", "lastModified": _now()}
             renewed.pop("meta", None)
             response = await self.client.send("PUT", f"Task/{task['id']}", json=renewed,
                                               headers={"If-Match": f'W/"{version}"'})

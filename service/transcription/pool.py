@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
+from service import metrics
 from service.audio import Audio
 from service.errors import Overloaded
 from service.logs import event
@@ -46,7 +47,7 @@ class TranscriptionPool:
             event(log, "transcription.rejected", level=logging.WARNING, admitted=self._admitted,
                   capacity=self._capacity)
             raise Overloaded(f"all {self._capacity} transcription slots are busy; retry later",
-                             retry_after_s=self._retry_after_s)
+                             retry_after_s=self._retry_after_s, reason="transcription_slots")
 
     @contextmanager
     def admission(self) -> Iterator[None]:
@@ -62,8 +63,9 @@ class TranscriptionPool:
         """``on_segment`` is called on the worker thread as each segment is decoded (e.g. a progress bar)."""
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
+        metrics.TRANSCRIPTION_WAITING.inc()
         transcript = await loop.run_in_executor(
-            self._executor, functools.partial(self.transcriber.transcribe, audio, options, on_segment=on_segment))
+            self._executor, functools.partial(self._run, audio, options, on_segment=on_segment))
         self._log_done(audio, transcript, started)
         return transcript
 
@@ -73,9 +75,10 @@ class TranscriptionPool:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         stop = threading.Event()
+        metrics.TRANSCRIPTION_WAITING.inc()
         job = loop.run_in_executor(
             self._executor,
-            functools.partial(self.transcriber.transcribe, audio, options,
+            functools.partial(self._run, audio, options,
                               on_segment=lambda s: loop.call_soon_threadsafe(queue.put_nowait, s),
                               should_stop=stop.is_set))
         # Segments are queued with call_soon_threadsafe before the job's result is, so _DONE comes last.
@@ -88,6 +91,11 @@ class TranscriptionPool:
             yield transcript
         finally:
             stop.set()  # the client left early: let the worker stop at the next segment
+
+    def _run(self, audio: Audio, options: TranscribeOptions, **hooks: object) -> Transcript:
+        """On a worker thread: the engine, counted as running (it was counted as waiting until now)."""
+        with metrics.running_transcription(self.transcriber.source.name, audio.duration_s):
+            return self.transcriber.transcribe(audio, options, **hooks)  # type: ignore[arg-type]
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

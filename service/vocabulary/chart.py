@@ -10,6 +10,7 @@ import time
 from collections.abc import Collection
 from typing import Any
 
+from service import metrics
 from service.config import VocabularySettings
 from service.errors import ScribeError
 from service.fhir.client import BatchRefused, FhirClient
@@ -50,7 +51,10 @@ class ChartReader:
             chart = ChartVocabulary("timed-out", reason=f"no answer within {self.settings.lookup_budget_ms} ms")
         except ScribeError as failure:
             chart = ChartVocabulary("failed", reason=failure.slug)
-        chart.lookup_ms = round((time.perf_counter() - started) * 1000, 1)
+        elapsed = time.perf_counter() - started
+        chart.lookup_ms = round(elapsed * 1000, 1)
+        metrics.VOCABULARY_LOOKUPS.labels(chart.status).inc()
+        metrics.VOCABULARY_SECONDS.observe(elapsed)
         event(log, "vocabulary.lookup", status=chart.status, terms=len(chart.terms), ms=chart.lookup_ms,
               types=len(types))
         return _with_static(chart, static)
