@@ -43,6 +43,16 @@ VOCABULARY_SECONDS = Histogram(PREFIX + "vocabulary_lookup_seconds", "Wall time 
 IN_FLIGHT = Gauge(PREFIX + "http_requests_in_flight", "Requests being handled (health and metrics excluded)")
 DRAINING = Gauge(PREFIX + "draining", "1 after SIGTERM while work in hand finishes, else 0")
 
+# Every known label value starts at 0, so a rate() or an alert sees the series before the first event.
+for _reason in ("transcription_slots", "upload_slots", "sections_queue", "subscription_queue", "draining"):
+    REJECTED.labels(_reason)
+for _outcome in ("created", "existing", "conflict", "failed"):
+    NOTES_WRITTEN.labels(_outcome)
+for _outcome in ("completed", "failed", "already_claimed", "handed_back", "released", "ehr_unavailable"):
+    SUBSCRIPTION_JOBS.labels(_outcome)
+for _outcome in ("applied", "timed-out", "failed"):
+    VOCABULARY_LOOKUPS.labels(_outcome)
+
 
 @contextmanager
 def running_transcription(model: str, audio_s: float) -> Iterator[None]:

@@ -150,7 +150,9 @@ class FhirServer:
         raise NotImplementedError
 
     def search(self, resource_type: str, **params: str) -> list[dict]:
-        bundle = httpx.get(f"{self.base}/{resource_type}", params=params, timeout=30).json()
+        # Fresh: HAPI reuses a repeated search's results for 60 s (as its JPA starter does by default).
+        bundle = httpx.get(f"{self.base}/{resource_type}", params=params, timeout=30,
+                           headers={"Cache-Control": "no-cache"}).json()
         return [e["resource"] for e in bundle.get("entry", [])]
 
     def validation_errors(self, resource: dict) -> list[str]:

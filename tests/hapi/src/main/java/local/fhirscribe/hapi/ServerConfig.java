@@ -62,8 +62,10 @@ public class ServerConfig {
 		JpaStorageSettings s = new JpaStorageSettings();
 		// Defaults kept on purpose: client ids ALPHANUMERIC (PUT Patient/demo-patient ok, purely numeric ids refused),
 		// referential integrity enforced on write and delete, no placeholder reference targets.
-		// Search results are never reused from the cache: tests write then immediately search.
-		s.setReuseCachedSearchResultsForMillis(null);
+		// Search results ARE reused for 60 s, the JPA starter's default (reuse_cached_search_results_millis): a search
+		// repeated within a minute can miss what was written since. fhir-scribe's searches that decide a write or a
+		// claim send Cache-Control: no-cache, and so do the tests' own checks; this keeps both honest.
+		s.setReuseCachedSearchResultsForMillis(60_000L);
 		s.setExpungeEnabled(true);
 		s.setAllowMultipleDelete(true);
 		// Background work a test server does not need (no bulk import/export, no terminology pre-expansion).

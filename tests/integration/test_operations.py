@@ -1,0 +1,189 @@
+"""Operating the service (issue 15): Prometheus metrics without patient data, the metrics port, SIGTERM as a drain
+that loses nothing (work in hand finishes, queued Subscription work goes to another replica at once), and a
+Subscription note dated by its recording. Real processes, real FHIR servers (sekmet-fhir and HAPI with its 60 s
+search cache on)."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import re
+import signal
+import time
+import uuid
+
+import httpx
+import pytest
+
+from service.demo import DEMO_ENCOUNTER, DEMO_PATIENT, DEMO_PRACTITIONER
+from tests.conftest import TEST_LIMITS, free_port, start_server, stop_server
+from tests.integration.test_subscriptions import (HEADER, SECRET, assert_one_note, notes_from, recording, task_of,
+                                                  wait_for_task)
+
+FORM = {"patient": DEMO_PATIENT, "encounter": DEMO_ENCOUNTER, "author": f"Practitioner/{DEMO_PRACTITIONER}"}
+REQUIRED = ["fhir_scribe_transcription_jobs_running", "fhir_scribe_transcription_jobs_waiting",
+            "fhir_scribe_transcription_rejected_total", "fhir_scribe_audio_seconds_total",
+            "fhir_scribe_transcription_seconds", "fhir_scribe_http_request_duration_seconds",
+            "fhir_scribe_fhir_requests_total", "fhir_scribe_notes_written_total",
+            "fhir_scribe_subscription_jobs_total", "fhir_scribe_subscription_queue_depth",
+            "fhir_scribe_vocabulary_lookups_total", "fhir_scribe_vocabulary_lookup_seconds"]
+_SAMPLE = re.compile(r'^(?P<name>[a-z_:]+)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$')
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset], float]:
+    response = httpx.get(url + "/metrics", timeout=10)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for line in response.text.splitlines():
+        if line.startswith("#") or not line:
+            continue
+        match = _SAMPLE.match(line)
+        assert match, line
+        labels = frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match["labels"] or ""))
+        samples[(match["name"], labels)] = float(match["value"])
+    return samples
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def families(samples: dict) -> set[str]:
+    found = set()
+    for name, _ in samples:
+        found.add(re.sub(r"_(bucket|sum|count)$", "", name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, fhir_server):
+    running = start_server(tmp_path_factory.mktemp(f"ops-{fhir_server.kind}") / "server.log", **TEST_LIMITS,
+                           SCRIBE_FHIR__BASE_URL=fhir_server.base, SCRIBE_SUBSCRIPTIONS__SECRET=SECRET)
+    yield running
+    stop_server(running)
+
+
+def test_metrics_count_the_work_and_name_no_patient(service, fhir_server, dictation):
+    before = scrape(service.url)
+    key = f"ops-{uuid.uuid4().hex}"
+    for _ in range(2):  # the second is a retry: an existing note, nothing new
+        response = httpx.post(service.url + "/v1/dictations", files={"file": ("n.ogg", dictation.audio)}, data=FORM,
+                              headers={"Idempotency-Key": key}, timeout=120)
+        assert response.status_code in (200, 201), response.text
+    note_id = response.json()["document_reference_id"]
+    source = recording(fhir_server, dictation.audio)
+    httpx.put(f"{service.url}/fhir/notify/DocumentReference/{source['id']}", json=source, headers=HEADER,
+              timeout=10).raise_for_status()
+    assert_one_note(fhir_server, source)
+    after = scrape(service.url)
+
+    assert set(REQUIRED) <= families(after), set(REQUIRED) - families(after)
+    delta = lambda name, **labels: value(after, name, **labels) - value(before, name, **labels)  # noqa: E731
+    assert delta("fhir_scribe_notes_written_total", outcome="created") == 2  # the dictation and the job's note
+    assert delta("fhir_scribe_notes_written_total", outcome="existing") == 1
+    assert delta("fhir_scribe_subscription_jobs_total", outcome="completed") == 1
+    assert delta("fhir_scribe_transcription_seconds_count", model="tiny.en") == 3
+    assert 3 * 35 < delta("fhir_scribe_audio_seconds_total") < 3 * 45  # the fixture is 39.9 s of speech
+    assert delta("fhir_scribe_fhir_requests_total", interaction="transaction", outcome="2xx") >= 4  # notes + claim
+    assert delta("fhir_scribe_vocabulary_lookups_total", outcome="applied") == 3
+    assert delta("fhir_scribe_http_request_duration_seconds_count", route="/v1/dictations", method="POST",
+                 status="201") >= 1
+    # Routes are templates; no label holds a patient, an encounter, a note, a key or a recording.
+    routes = {v for (_, labels) in after for k, v in labels if k == "route"}
+    assert "/fhir/notify/{resource_type}/{resource_id}" in routes
+    flat = " ".join(f"{k}={v}" for (_, labels) in after for k, v in labels)
+    for secret in (DEMO_PATIENT, DEMO_ENCOUNTER, DEMO_PRACTITIONER, key, note_id, source["id"]):
+        assert secret not in flat
+    assert value(after, "fhir_scribe_transcription_jobs_running") == 0
+    assert value(after, "fhir_scribe_transcription_jobs_waiting") == 0
+
+
+def test_metrics_move_to_their_own_port(tmp_path):
+    port = free_port()
+    running = start_server(tmp_path / "server.log", SCRIBE_SERVER__METRICS_PORT=str(port))
+    try:
+        assert httpx.get(running.url + "/metrics", timeout=10).status_code == 404
+        samples = scrape(f"http://127.0.0.1:{port}")
+        assert value(samples, "fhir_scribe_draining") == 0
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10).status_code == 404  # nothing else there
+    finally:
+        stop_server(running)
+
+
+def _replica(tmp_path_factory, fhir_server, name: str, **env: str):
+    return start_server(tmp_path_factory.mktemp(name) / "server.log", **TEST_LIMITS,
+                        SCRIBE_FHIR__BASE_URL=fhir_server.base, SCRIBE_SUBSCRIPTIONS__SECRET=SECRET,
+                        SCRIBE_SUBSCRIPTIONS__LEASE_S="600",  # nothing here may wait for the lease
+                        SCRIBE_SUBSCRIPTIONS__RECOVERY_INTERVAL_S="2", **env)
+
+
+def test_sigterm_finishes_work_in_hand_and_hands_queued_jobs_to_another_replica(tmp_path_factory, fhir_server,
+                                                                                 dictation, dictations):
+    """Two transcriptions in flight and two notifications (one job running, one queued) when SIGTERM comes: both
+    transcriptions answer 200, the running job completes here, the queued one is completed by the other replica
+    within seconds (not after the 600 s lease), each recording is one note; new work is refused with 503 and
+    /readyz says draining meanwhile."""
+    heir = _replica(tmp_path_factory, fhir_server, "heir")
+    leaving = _replica(tmp_path_factory, fhir_server, "leaving", SCRIBE_SUBSCRIPTIONS__WORKERS="1",
+                       SCRIBE_TRANSCRIPTION__NUM_WORKERS="2")
+    try:
+        running_source, queued_source = (recording(fhir_server, dictation.audio) for _ in range(2))
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            transcriptions = [pool.submit(httpx.post, leaving.url + "/v1/audio/transcriptions",
+                                          files={"file": ("a.ogg", d.audio)}, data={"model": "whisper-1"},
+                                          timeout=120) for d in dictations[1:3]]
+            for source in (running_source, queued_source):
+                httpx.put(f"{leaving.url}/fhir/notify/DocumentReference/{source['id']}", json=source,
+                          headers=HEADER, timeout=10).raise_for_status()
+            wait_for_task(fhir_server, running_source, "in-progress", timeout_s=30)
+            assert task_of(fhir_server, queued_source) == []  # still in this replica's queue
+            leaving.process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            time.sleep(0.5)
+            ready = httpx.get(leaving.url + "/readyz", timeout=10)
+            assert ready.status_code == 503 and ready.json()["status"] == "draining"
+            refused = httpx.post(leaving.url + "/v1/audio/transcriptions", files={"file": ("a.ogg", b"x" * 100)},
+                                 data={"model": "whisper-1"}, timeout=10)
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+            assert refused.json()["type"].endswith(":draining")
+            answers = [t.result() for t in transcriptions]
+        assert [a.status_code for a in answers] == [200, 200], [a.text[:300] for a in answers]
+        assert all(len(a.json()["text"]) > 200 for a in answers)
+
+        queued_task = wait_for_task(fhir_server, queued_source, "completed", timeout_s=90)
+        taken_after = time.monotonic() - signalled
+        assert taken_after < 90  # the lease is 600 s: the heir took it when it was handed back
+        running_task = wait_for_task(fhir_server, running_source, "completed", timeout_s=60)
+        for source in (running_source, queued_source):
+            assert_one_note(fhir_server, source)
+        assert leaving.process.wait(timeout=60) is not None
+        log = leaving.log()
+        assert '"event": "drain.done"' in log and '"requests_finished": true' in log
+        assert '"handed_back": 1' in log and '"jobs_finished": 1' in log, log[-3000:]
+        assert '"event": "drain.start"' not in heir.log()
+        assert running_task["id"] != queued_task["id"]
+    finally:
+        stop_server(leaving)
+        stop_server(heir)
+
+
+def test_a_subscription_note_is_dated_by_its_recording(service, fhir_server, dictation):
+    """The note's clinical time is when the recording was made (its attachment's creation + its length), not when
+    fhir-scribe happened to process it."""
+    recorded = "2026-11-29T08:15:00+00:00"
+    source = recording(fhir_server, dictation.audio)
+    source["content"][0]["attachment"]["creation"] = recorded
+    response = httpx.put(f"{fhir_server.base}/DocumentReference/{source['id']}", json=source,
+                         headers={"Content-Type": "application/fhir+json", "Prefer": "return=representation"},
+                         timeout=60)
+    assert response.status_code == 200, response.text
+    source = response.json()
+    httpx.put(f"{service.url}/fhir/notify/DocumentReference/{source['id']}", json=source, headers=HEADER,
+              timeout=10).raise_for_status()
+    note = assert_one_note(fhir_server, source)
+    period = note["context"]["period"]
+    start = period["start"].replace("Z", "+00:00")
+    assert start.startswith("2026-11-29T08:15:00"), period
+    assert period["end"].startswith("2026-11-29T08:15:39") or period["end"].startswith("2026-11-29T08:15:40"), period
+    assert notes_from(fhir_server, source) == [note]
+
