@@ -16,7 +16,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # (espeak-ng, festival and festvox-us-slt-hts are only needed to rebuild the speech fixtures.)
 TEST_APT := ffmpeg:ffmpeg strace:strace java:openjdk-17-jdk-headless mvn:maven node:nodejs npm:npm chromium:chromium podman:podman runc:runc mmdebstrap:mmdebstrap haproxy:haproxy nginx:nginx openssl:openssl
 
-.PHONY: serve test install system-deps bench
+.PHONY: serve test install system-deps bench deploy-check
 
 serve: install
 	$(VENV)/bin/fhir-scribe demo
@@ -34,6 +34,10 @@ tests/%/node_modules/.installed: tests/%/package-lock.json
 
 bench: install system-deps
 	$(PY) bench/transcription.py
+
+# The Helm chart: lint, render, validate and checkov (tools pinned, built/installed on first use; see the script).
+deploy-check:
+	PYTHON=$(PYTHON) bash deploy/check.sh
 
 install: $(STAMP)
 
