@@ -94,13 +94,15 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from service.api.app import create_app, load_transcriber
     from service.logs import configure_logging
-    from service.serving import serve
+    from service.serving import serve, tls_context
 
     settings = load_settings()
     configure_logging(settings.logging.level)
+    tls = tls_context(settings.server)  # a bad certificate stops here, before the model loads
     # Load the model before binding the port: a bad model setting stops here with its name, exit code 2.
     app = create_app(settings, transcriber=load_transcriber(settings))
-    serve(app, settings.server, host=args.host or settings.server.host, port=args.port or settings.server.port)
+    serve(app, settings.server, host=args.host or settings.server.host, port=args.port or settings.server.port,
+          tls=tls)
     return 0
 
 

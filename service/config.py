@@ -53,6 +53,13 @@ class ServerSettings(_Section):
             raise ValueError("tls_certfile and tls_keyfile go together: set both (HTTPS) or neither")
         return self
 
+    @field_validator("tls_certfile", "tls_keyfile")
+    @classmethod
+    def _a_file(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
+            raise ValueError(f"{path} is not a file (a PEM certificate chain / private key)")
+        return path
+
 
 class AudioLimits(_Section):
     """Limits that protect the process; a header may lie, so duration is enforced while decoding as well."""
@@ -330,7 +337,8 @@ class Settings(BaseSettings):
                 raise ValueError("smart_app.public_url is required when the SMART app is on and the server listens "
                                  f"on {self.server.host} (browsers' Host headers are not trusted)")
             host = f"[{self.server.host}]" if ":" in self.server.host else self.server.host
-            app.public_url = f"http://{host}:{self.server.port}"
+            scheme = "https" if self.server.tls_certfile else "http"  # what the port speaks
+            app.public_url = f"{scheme}://{host}:{self.server.port}"
         return self
 
     @classmethod

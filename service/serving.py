@@ -18,28 +18,38 @@ from fastapi import FastAPI
 
 from service import metrics
 from service.api.draining import drain
-from service.config import ServerSettings
+from service.config import ConfigError, ServerSettings
 from service.logs import event
 
 log = logging.getLogger(__name__)
 
 
-def _tls_1_2_or_newer(config: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
-    context = default()
+def tls_context(settings: ServerSettings) -> ssl.SSLContext | None:
+    """The HTTPS context (TLS 1.2 or newer), or None without a certificate. Built before the model loads, so a bad
+    certificate or key stops start-up at once, naming the settings, not as a traceback a minute later."""
+    if settings.tls_certfile is None or settings.tls_keyfile is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(settings.tls_certfile, settings.tls_keyfile)
+    except (OSError, ssl.SSLError) as failure:
+        raise ConfigError(f"SCRIBE_SERVER__TLS_CERTFILE / SCRIBE_SERVER__TLS_KEYFILE (server.tls_certfile / "
+                          f"server.tls_keyfile): cannot load the certificate and key ({failure}); both must be PEM "
+                          f"and the key must be the certificate's") from None
     return context
 
 
-def _config(app: object, settings: ServerSettings, host: str, port: int, *, main: bool) -> uvicorn.Config:
+def _config(app: object, settings: ServerSettings, host: str, port: int, *,
+            tls: ssl.SSLContext | None = None) -> uvicorn.Config:
     trusted = settings.forwarded_allow_ips.strip()
     options: dict[str, object] = {}
-    if main and settings.tls_certfile is not None:  # the metrics port stays plain HTTP, inside the cluster
-        options = {"ssl_certfile": str(settings.tls_certfile), "ssl_keyfile": str(settings.tls_keyfile),
-                   "ssl_context_factory": _tls_1_2_or_newer}
+    if tls is not None:
+        options = {"ssl_context_factory": lambda config, default: tls}
     # uvicorn trusts X-Forwarded-* from 127.0.0.1 unless told otherwise: here only from the configured proxies.
     # After the drain, requests still running get a moment to answer, then are cancelled: exit is bounded.
     return uvicorn.Config(app, host=host, port=port, access_log=False, log_config=None,
-                          lifespan="on" if main else "off", timeout_graceful_shutdown=3,
+                          lifespan="on" if app is not _scrape else "off", timeout_graceful_shutdown=3,
                           proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None,
                           server_header=False, **options)
 
@@ -93,9 +103,10 @@ async def _scrape(scope: dict, receive: Callable, send: Callable) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def serve(app: FastAPI, settings: ServerSettings, host: str, port: int) -> None:
-    main = _DrainingServer(_config(app, settings, host, port, main=True), app, settings.drain_s)
-    scraper = (_QuietServer(_config(_scrape, settings, host, settings.metrics_port, main=False))
+def serve(app: FastAPI, settings: ServerSettings, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
+    """``tls``: from ``tls_context`` (HTTPS on the service port; the metrics port stays plain HTTP, in-cluster)."""
+    main = _DrainingServer(_config(app, settings, host, port, tls=tls), app, settings.drain_s)
+    scraper = (_QuietServer(_config(_scrape, settings, host, settings.metrics_port))
                if settings.metrics_port is not None else None)
 
     async def run() -> None:
@@ -109,6 +120,6 @@ def serve(app: FastAPI, settings: ServerSettings, host: str, port: int) -> None:
             scraper.should_exit = True
             await scraping
 
-    event(log, "server.start", scheme="https" if settings.tls_certfile else "http", port=port,
+    event(log, "server.start", scheme="https" if tls else "http", port=port,
           metrics_port=settings.metrics_port or port, trusted_proxies=bool(settings.forwarded_allow_ips.strip()))
     asyncio.run(run())

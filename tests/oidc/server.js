@@ -5,6 +5,7 @@
 //   node tests/oidc/server.js --port N [--fhir-audience URL]
 //        [--access-token-shape jwt|opaque|hs256-nested] [--id-token-kid keep|omit]
 //        [--app-jwks-file PATH] [--refresh-token-ttl SECONDS] [--signing-keys-file PATH]
+//        [--web-redirect-uri URL]
 //
 // Prints `ready http://127.0.0.1:N` on stdout once listening (--port 0 picks a free port).
 // The defaults (jwt, keep, no scribe-pkjwt client, 86400) are the shapes the suite has always had;
@@ -35,6 +36,10 @@ const { values: args } = parseArgs({
     // A JSON array of two private RSA JWKs (RS384 first, then RS256; each with kid and alg) to sign with.
     // Without it two keys are generated at start-up, which can take seconds on a busy machine.
     'signing-keys-file': { type: 'string', default: process.env.OIDC_SIGNING_KEYS_FILE },
+    // The redirect URI (e.g. https behind a TLS proxy) of one more public PKCE client, scribe-web, registered as a
+    // web app: oidc-provider matches a native client's loopback URI on any port but only as http, and a web
+    // client's exactly.
+    'web-redirect-uri': { type: 'string', default: process.env.OIDC_WEB_REDIRECT_URI },
   },
 });
 
@@ -289,6 +294,14 @@ function appJwtClient() {
   }];
 }
 
+function webClient() {
+  const uri = args['web-redirect-uri'];
+  if (!uri) return [];
+  if (!/^https?:\/\//u.test(uri)) usage(`--web-redirect-uri must be an http(s) URL, not ${uri}`);
+  return [{ ...LOOPBACK_CLIENT, application_type: 'web', client_id: 'scribe-web', token_endpoint_auth_method: 'none',
+    redirect_uris: [uri] }];
+}
+
 function configuration(keys) {
   return {
     jwks: { keys },
@@ -330,6 +343,7 @@ function configuration(keys) {
         token_endpoint_auth_method: 'client_secret_post',
       },
       ...appJwtClient(),
+      ...webClient(),
     ],
     scopes: STATIC_SCOPES,
     responseTypes: ['code'],

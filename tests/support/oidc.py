@@ -147,12 +147,15 @@ def _shared_signing_keys() -> Path:
 class OidcServer:
     def __init__(self, fhir_audience: str = DEFAULT_FHIR_AUDIENCE, node: str = "node", *,
                  access_token_shape: str = "jwt", id_token_kid: str = "keep", app_key: AppKey | None = None,
-                 app_jwks_file: str | os.PathLike[str] | None = None, refresh_token_ttl: int | None = None) -> None:
+                 app_jwks_file: str | os.PathLike[str] | None = None, refresh_token_ttl: int | None = None,
+                 web_redirect_uri: str | None = None) -> None:
         """`access_token_shape`: "jwt" (RS384, top-level claims; the default), "opaque" (introspect them) or
         "hs256-nested" (smart-launcher-v2: HS256, no iss/aud/kid, launch context under `context`).
         `id_token_kid`: "keep" or "omit" (id_tokens without a kid header). `app_key`: the private key scribe-pkjwt
         authenticates with (its public JWKS is written for the server unless `app_jwks_file` is given).
-        `app_jwks_file`: the public JWKS the server registers scribe-pkjwt with. `refresh_token_ttl`: seconds
+        `web_redirect_uri`: registers scribe-web, a public PKCE web client with exactly this redirect URI (e.g.
+        https through a TLS proxy). `app_jwks_file`: the public JWKS the server registers scribe-pkjwt with.
+        `refresh_token_ttl`: seconds
         (server default 86400). Only non-default options go on the command line."""
         if access_token_shape not in ACCESS_TOKEN_SHAPES:
             raise ValueError(f"access_token_shape must be one of {ACCESS_TOKEN_SHAPES}, not {access_token_shape!r}")
@@ -167,6 +170,7 @@ class OidcServer:
         self.app_key = _private_key(app_key) if app_key is not None else None
         self.app_jwks_file = Path(app_jwks_file) if app_jwks_file is not None else None
         self.refresh_token_ttl = refresh_token_ttl
+        self.web_redirect_uri = web_redirect_uri
         self._proc: subprocess.Popen[str] | None = None
         self._issuer: str | None = None
         self._stderr = None
@@ -227,6 +231,8 @@ class OidcServer:
             options += ["--id-token-kid", self.id_token_kid]
         if self.refresh_token_ttl is not None:
             options += ["--refresh-token-ttl", str(self.refresh_token_ttl)]
+        if self.web_redirect_uri is not None:
+            options += ["--web-redirect-uri", self.web_redirect_uri]
         jwks_file = self.app_jwks_file
         if jwks_file is None and self.app_key is not None:
             fd, name = tempfile.mkstemp(prefix="oidc-app-jwks-", suffix=".json")
