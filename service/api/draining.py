@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
 from service.api.problems import operation_outcome, problem
@@ -56,6 +56,9 @@ async def drain(state: object, seconds: float) -> None:
     gate: Drain = state.drain  # type: ignore[attr-defined]
     gate.draining = True
     metrics.DRAINING.set(1)
+    pool = getattr(state, "pool", None)
+    if pool is not None:
+        pool.drain()  # audio not yet on a worker: 503 now, retried elsewhere
     deadline = time.monotonic() + seconds
     event(log, "drain.start", in_flight=gate.in_flight, drain_s=seconds)
     subscriptions = getattr(state, "subscriptions", None)
@@ -83,14 +86,29 @@ class DrainMiddleware:
             await self._refuse(scope, receive, send)
             return
         self.drain.enter()
+        started = False
+
+        async def send_started(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] in ("http.response.start", "websocket.accept")
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_started)
+        except asyncio.CancelledError:
+            # Still running when the drain ran out: a 503 the client can retry (its Idempotency-Key makes that
+            # safe even if the note was written), not a bare 500 from the server's shutdown.
+            if self.drain.draining and not started and scope["type"] == "http":
+                await self._refuse(scope, receive, send, cut_off=True)
+            raise
         finally:
             self.drain.leave()
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, cut_off: bool = False) -> None:
         metrics.REJECTED.labels("draining").inc()
-        detail = "this replica is shutting down; send the request again (another replica will take it)"
+        detail = ("this replica stopped before your request finished; send it again (with the same Idempotency-Key "
+                  "a note already written is found, not written twice)" if cut_off else
+                  "this replica is shutting down; send the request again (another replica will take it)")
         headers = {"Retry-After": str(self.drain.retry_after_s), "Connection": "close"}
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1012, "reason": "service restarting"})

@@ -1,5 +1,5 @@
 """The FHIR Subscription endpoint: authenticate (the channel header's shared secret, compared in constant time),
-read what the notification asks for, queue it, answer at once. Thin: the parsing is
+read what the notification asks for, record its jobs in the EHR, answer. Thin: the parsing is
 service/subscriptions/notifications.py, the work service/subscriptions/dispatcher.py. FHIR-facing: errors are
 OperationOutcomes."""
 
@@ -53,11 +53,13 @@ async def notified(request: Request, resource_type: str | None = None,
     work = await asyncio.to_thread(parse, body, resource_type, resource_id,
                                    max_entries=settings.subscriptions.max_entries,
                                    max_events=settings.subscriptions.max_events)
-    if not work.empty:
-        dispatcher.submit(work)
+    # Each job is recorded in the EHR (a ready Task) before this answers 200: whatever happens to this replica
+    # next, another takes it. The EHR unreachable meanwhile: 503, and it redelivers.
+    accepted = await dispatcher.accept(work) if not work.empty else 0
     event(log, "subscription.notified", kind=work.kind, sources=len(work.resources) + len(work.references),
-          query=work.query)
+          query=work.query, accepted=accepted)
     outcome = {"resourceType": "OperationOutcome", "issue": [{
         "severity": "information", "code": "informational",
-        "diagnostics": "queued" if not work.empty else f"{work.kind}: nothing to do"}]}
+        "diagnostics": f"accepted {accepted} job(s)" + (", a search queued" if work.query else "")
+        if not work.empty else f"{work.kind}: nothing to do"}]}
     return JSONResponse(outcome, media_type=FHIR_JSON)

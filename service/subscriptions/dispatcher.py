@@ -1,9 +1,16 @@
-"""Notifications are answered at once and worked on here: a bounded in-process queue (a full one answers 503 and
-the EHR redelivers; nothing is lost that the EHR does not still hold), a few workers, and the lease recovery
-loop. Every source is read from the EHR by id: a pushed copy is never trusted for patient or audio.
+"""Notifications are accepted into the EHR before they are answered, and worked on here.
 
-Draining (SIGTERM) hands the queue back to the EHR as ``ready`` Tasks, which the other replicas' recovery loops
-take at once, and gives jobs in hand until the deadline; a job still running then is released the same way."""
+Accepting a notification records each recording's job as a ``ready`` Task in the EHR (a conditional create, so a
+redelivery or another replica's copy finds it) before the EHR hears 200: from then on the job survives anything
+that happens to this process, SIGKILL included, because any replica's recovery loop takes ``ready`` Tasks. The
+in-process queue only lets this replica start at once; a full queue drops nothing the EHR does not hold. An EHR
+that cannot be reached while accepting gets a 503 and redelivers. Every source is read from the EHR by id: a pushed
+copy is never trusted for patient or audio.
+
+"Something changed" notifications (no ids) are queued as a search for later: the EHR repeats those (heartbeats).
+Draining (SIGTERM) leaves the accepted jobs to the other replicas, hands queued searches back the same way, and
+gives jobs in hand until the deadline; a job still running then is released back to ``ready``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl
 
 from service import metrics
@@ -23,28 +32,50 @@ from service.subscriptions.notifications import AUDIO_SOURCES, Work
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """A job recorded in the EHR as a ready Task, with its source as read when it was accepted."""
+
+    task: dict[str, Any]
+    source: dict[str, Any]
+
+
 class Dispatcher:
     def __init__(self, runner: JobRunner, settings: SubscriptionSettings) -> None:
         self.runner = runner
         self.settings = settings
-        self.queue: asyncio.Queue[Work] = asyncio.Queue(settings.queue_size)
+        self.queue: asyncio.Queue[Accepted | Work] = asyncio.Queue(settings.queue_size)
         self._tasks: list[asyncio.Task[None]] = []
-        self._recovery_task: asyncio.Task[None] | None = None
         self._busy: set[asyncio.Task[None]] = set()  # workers (and the recovery loop) in the middle of a job
         self._draining = False  # a busy worker stops after its job
 
-    def submit(self, work: Work) -> None:
-        try:
-            self.queue.put_nowait(work)
-            metrics.SUBSCRIPTION_QUEUE.set(self.queue.qsize())
-        except asyncio.QueueFull:
-            raise Overloaded("too many notifications waiting; deliver again later", retry_after_s=30,
-                             reason="subscription_queue") from None
+    async def accept(self, work: Work) -> int:
+        """Record the notification's jobs in the EHR (ready Tasks) and queue them here; how many are new."""
+        accepted = 0
+        for reference in self._references(work):
+            source = await self.runner.source(reference)
+            if source is None:
+                continue
+            task = await self.runner.accept(source)
+            if task is None:
+                continue  # ours, or the job exists already (a redelivery, another replica's copy)
+            accepted += 1
+            try:
+                self.queue.put_nowait(Accepted(task, source))
+            except asyncio.QueueFull:  # the Task is in the EHR: a recovery loop takes it
+                event(log, "subscription.queue_full", level=logging.WARNING)
+        if work.query:
+            try:
+                self.queue.put_nowait(Work(query=True, kind=work.kind))
+            except asyncio.QueueFull:
+                raise Overloaded("too many notifications waiting; deliver again later", retry_after_s=30,
+                                 reason="subscription_queue") from None
+        metrics.SUBSCRIPTION_QUEUE.set(self.queue.qsize())
+        return accepted
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.settings.workers)]
-        self._recovery_task = asyncio.create_task(self._recovery())
-        self._tasks.append(self._recovery_task)
+        self._tasks.append(asyncio.create_task(self._recovery()))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -52,23 +83,26 @@ class Dispatcher:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def drain(self, deadline: float) -> None:
-        """Take no more work; hand the unstarted back to the EHR; let jobs in hand run until ``deadline``
-        (time.monotonic()), then cancel them (each releases its Task)."""
+        """Take no more work; leave accepted jobs to the other replicas; hand queued searches back to the EHR; let
+        jobs in hand run until ``deadline`` (time.monotonic()), then cancel them (each releases its Task)."""
         self._draining = True
         for task in self._tasks:
             if task not in self._busy:
                 task.cancel()  # idle workers and the recovery loop
-        handed = 0
+        left = 0
         while not self.queue.empty():
-            work = self.queue.get_nowait()
-            metrics.SUBSCRIPTION_QUEUE.set(self.queue.qsize())
+            item = self.queue.get_nowait()
+            if isinstance(item, Accepted):
+                left += 1  # already a ready Task in the EHR
+                metrics.SUBSCRIPTION_JOBS.labels("handed_back").inc()
+                continue
             try:
-                await asyncio.wait_for(self.handle(work, act=self.runner.hand_back),
+                await asyncio.wait_for(self._search(act=self.runner.hand_back),
                                        max(deadline - time.monotonic(), 0.1))
-                handed += 1
-            except (ScribeError, TimeoutError) as failure:  # the EHR still holds the recording: redelivery finds it
+            except (ScribeError, TimeoutError) as failure:  # the EHR repeats such notifications
                 event(log, "subscription.hand_back_failed", level=logging.WARNING,
                       problem=getattr(failure, "slug", "timeout"))
+        metrics.SUBSCRIPTION_QUEUE.set(0)
         busy, released = list(self._busy), 0
         if busy:
             _, running = await asyncio.wait(busy, timeout=max(deadline - time.monotonic(), 0))
@@ -76,19 +110,22 @@ class Dispatcher:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
             released = len(running)
-        event(log, "subscription.drained", handed_back=handed, jobs_finished=len(busy) - released,
+        event(log, "subscription.drained", handed_back=left, jobs_finished=len(busy) - released,
               jobs_released=released)
 
     async def _worker(self) -> None:
+        current = asyncio.current_task()
+        assert current is not None
         while not self._draining:
-            work = await self.queue.get()
+            item = await self.queue.get()
             metrics.SUBSCRIPTION_QUEUE.set(self.queue.qsize())
-            current = asyncio.current_task()
-            assert current is not None
             self._busy.add(current)
             try:
-                await self.handle(work)
-            except ScribeError as failure:  # the EHR unreachable: its notification or the recovery loop brings it back
+                if isinstance(item, Accepted):
+                    await self.runner.take(item.task, item.source)
+                else:
+                    await self._search()
+            except ScribeError as failure:  # the EHR unreachable: the Task stays for the recovery loop
                 event(log, "subscription.work_failed", level=logging.WARNING, problem=failure.slug)
             except Exception as failure:  # noqa: BLE001 (a worker must outlive any one job)
                 event(log, "subscription.work_failed", level=logging.ERROR, exc_type=type(failure).__name__)
@@ -96,22 +133,17 @@ class Dispatcher:
                 self._busy.discard(current)
                 self.queue.task_done()
 
-    async def handle(self, work: Work,
-                     act: Callable[..., Awaitable[None]] | None = None) -> None:
-        """``act(source, only_recordings=...)``: do the job (default) or hand it back (draining)."""
-        act = act or self.runner.run
+    def _references(self, work: Work) -> list[str]:
         references = work.references + [f"{r['resourceType']}/{r['id']}" for r in work.resources if r.get("id")]
-        for reference in dict.fromkeys(references):
-            if reference.split("/")[0] not in AUDIO_SOURCES:
-                continue
-            source = await self.runner.source(reference)
-            if source is not None:
-                await act(source, only_recordings=False)
-        if work.query:
-            kind, _, query = self.settings.query.partition("?")
-            # Which recordings still need a job decides claims: the answer must be current (fresh).
-            for source in await self.runner.client.search(kind, dict(parse_qsl(query)), fresh=True):
-                await act(source, only_recordings=True)
+        return [r for r in dict.fromkeys(references) if r.split("/")[0] in AUDIO_SOURCES]
+
+    async def _search(self, act: Callable[..., Awaitable[None]] | None = None) -> None:
+        """A "something changed" notification: the recordings the configured query finds, each done (or, with
+        ``act`` = hand_back, recorded as a ready Task). The answer decides claims: it must be current (fresh)."""
+        act = act or self.runner.run
+        kind, _, query = self.settings.query.partition("?")
+        for source in await self.runner.client.search(kind, dict(parse_qsl(query)), fresh=True):
+            await act(source, only_recordings=True)
 
     async def _recovery(self) -> None:
         current = asyncio.current_task()

@@ -3,8 +3,9 @@
 Claiming is a conditional create of the Task (identifier = source type/id/version) inside a transaction, so a
 redelivered notification or a second replica finds it and does nothing. The note is written with an identifier
 derived from the Task's, so even a job redone after a crash writes it once. A Task left in-progress past its
-lease (its replica died) is taken over with an If-Match update: of two replicas trying, one wins. A replica that
-stops gracefully leaves its unstarted work as ``ready`` Tasks, which any replica takes over at once, the same way.
+lease (its replica died) is taken over with an If-Match update: of two replicas trying, one wins. A notification's
+jobs are recorded as ``ready`` Tasks before it is answered (service/subscriptions/dispatcher.py), and any replica
+takes a ready Task the same way.
 """
 
 from __future__ import annotations
@@ -53,6 +54,33 @@ class JobRunner:
             await self.execute(task, resource)
         else:
             metrics.SUBSCRIPTION_JOBS.labels("already_claimed").inc()
+
+    async def accept(self, resource: dict[str, Any]) -> dict[str, Any] | None:
+        """Record the job as a ready Task (any replica may take it); None when it is ours or already exists."""
+        if self.ours(resource):
+            return None
+        return await self.claim(resource, status="ready")
+
+    async def take(self, task: dict[str, Any], source: dict[str, Any] | None) -> bool:
+        """Take a ready (or stale) Task with an If-Match update to in-progress, then do it; False when another
+        replica took it first. ``source``: the recording, read again from the EHR when None."""
+        version = (task.get("meta") or {}).get("versionId")
+        renewed = {**task, "status": "in-progress", "lastModified": _now()}
+        renewed.pop("meta", None)
+        response = await self.client.send("PUT", f"Task/{task['id']}", json=renewed,
+                                          headers={"If-Match": f'W/"{version}"'})
+        if response.status_code in (409, 412):
+            metrics.SUBSCRIPTION_JOBS.labels("already_claimed").inc()
+            return False
+        if response.status_code not in (200, 201):
+            raise self.client.error_for(response)
+        taken = response.json() if response.content else renewed
+        source = source if source is not None else await self.source(task["focus"]["reference"])
+        if source is None:
+            await self._finish(taken, "failed", reason="the recording no longer exists")
+            return True
+        await self.execute(taken, source)
+        return True
 
     async def hand_back(self, resource: dict[str, Any], *, only_recordings: bool) -> None:
         """Draining: record the job as a ``ready`` Task for another replica, instead of doing it here."""
@@ -153,8 +181,9 @@ class JobRunner:
             raise self.client.error_for(response)
 
     async def recover(self) -> int:
-        """Take over this service's Tasks that are ``ready`` (handed back by a replica that stopped) or left in
-        progress past the lease (its replica died), and do them; how many were taken. The searches must see
+        """Take over this service's Tasks that are ``ready`` (accepted by a replica that has not started them: busy,
+        stopped or dead) or left in progress past the lease (its replica died mid-job), and do them; how many were
+        taken. The searches must see
         the EHR as it is now (fresh), or a Task would be taken twice or missed."""
         cutoff = (datetime.now(timezone.utc) - timedelta(seconds=self.subs.lease_s)).isoformat(timespec="seconds")
         system = f"{self.subs.task_system}|"
@@ -164,21 +193,7 @@ class JobRunner:
                                                   "_lastUpdated": f"lt{cutoff}", "_count": "20"}, fresh=True)
         taken = 0
         for task in ready + stale:
-            version = (task.get("meta") or {}).get("versionId")
-            renewed = {**task, "status": "in-progress", "lastModified": _now()}
-            renewed.pop("meta", None)
-            response = await self.client.send("PUT", f"Task/{task['id']}", json=renewed,
-                                              headers={"If-Match": f'W/"{version}"'})
-            if response.status_code in (409, 412):
-                continue  # another replica took it first
-            if response.status_code not in (200, 201):
-                raise self.client.error_for(response)
-            source = await self.source(task["focus"]["reference"])
-            taken += 1
-            if source is None:
-                await self._finish(renewed, "failed", reason="the recording no longer exists")
-                continue
-            await self.execute(response.json() if response.content else renewed, source)
+            taken += await self.take(task, None)
         return taken
 
 

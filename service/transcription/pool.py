@@ -9,6 +9,7 @@ slot; ``check_capacity`` lets a route refuse before reading an upload when the p
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import logging
 import threading
@@ -36,6 +37,8 @@ class TranscriptionPool:
         self._capacity = settings.num_workers + settings.max_queue
         self._retry_after_s = settings.retry_after_s
         self._admitted = 0  # touched only from the event loop thread
+        self._waiting: set[concurrent.futures.Future[Transcript]] = set()  # submitted, no worker yet
+        self._draining = False
 
     @property
     def admitted(self) -> int:
@@ -62,10 +65,8 @@ class TranscriptionPool:
                          on_segment: Callable[[Segment], None] | None = None) -> Transcript:
         """``on_segment`` is called on the worker thread as each segment is decoded (e.g. a progress bar)."""
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        metrics.TRANSCRIPTION_WAITING.inc()
-        transcript = await loop.run_in_executor(
-            self._executor, functools.partial(self._run, audio, options, on_segment=on_segment))
+        job = self._submit(functools.partial(self._run, audio, options, on_segment=on_segment))
+        transcript = await self._result(job)
         self._log_done(audio, transcript, started)
         return transcript
 
@@ -75,22 +76,48 @@ class TranscriptionPool:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         stop = threading.Event()
-        metrics.TRANSCRIPTION_WAITING.inc()
-        job = loop.run_in_executor(
-            self._executor,
-            functools.partial(self._run, audio, options,
-                              on_segment=lambda s: loop.call_soon_threadsafe(queue.put_nowait, s),
-                              should_stop=stop.is_set))
+        job = self._submit(functools.partial(self._run, audio, options,
+                                             on_segment=lambda s: loop.call_soon_threadsafe(queue.put_nowait, s),
+                                             should_stop=stop.is_set))
         # Segments are queued with call_soon_threadsafe before the job's result is, so _DONE comes last.
-        job.add_done_callback(lambda _: queue.put_nowait(_DONE))
+        job.add_done_callback(lambda _: loop.call_soon_threadsafe(queue.put_nowait, _DONE))
         try:
             while (item := await queue.get()) is not _DONE:
                 yield item  # type: ignore[misc]
-            transcript = job.result()
+            transcript = await self._result(job)
             self._log_done(audio, transcript, started)
             yield transcript
         finally:
             stop.set()  # the client left early: let the worker stop at the next segment
+
+    def drain(self) -> None:
+        """SIGTERM: audio not yet on a worker is answered 503 now (nothing was done; its retry goes to another
+        replica) instead of waiting behind the running jobs past the drain's deadline."""
+        self._draining = True
+        for job in list(self._waiting):
+            job.cancel()  # only a job no worker has started can be cancelled
+
+    def _submit(self, work: Callable[[], Transcript]) -> concurrent.futures.Future[Transcript]:
+        if self._draining:
+            raise _draining()
+        job = self._executor.submit(work)
+        metrics.TRANSCRIPTION_WAITING.inc()
+        self._waiting.add(job)
+        job.add_done_callback(self._left_queue)
+        return job
+
+    def _left_queue(self, job: concurrent.futures.Future[Transcript]) -> None:
+        self._waiting.discard(job)
+        if job.cancelled():  # never reached _run, which counts it out of the waiting gauge
+            metrics.TRANSCRIPTION_WAITING.dec()
+
+    async def _result(self, job: concurrent.futures.Future[Transcript]) -> Transcript:
+        try:
+            return await asyncio.wrap_future(job)
+        except asyncio.CancelledError:
+            if job.cancelled() and self._draining:
+                raise _draining() from None
+            raise
 
     def _run(self, audio: Audio, options: TranscribeOptions, **hooks: object) -> Transcript:
         """On a worker thread: the engine, counted as running (it was counted as waiting until now)."""
@@ -106,3 +133,8 @@ class TranscriptionPool:
               container=audio.container, audio_s=round(audio.duration_s, 2), wall_s=round(elapsed, 3),
               x_realtime=round(audio.duration_s / elapsed, 1) if elapsed else None,
               segments=len(transcript.segments), chars=len(transcript.text), model=transcript.model)
+
+
+def _draining() -> Overloaded:
+    return Overloaded("this replica is shutting down and had not started on this audio; send it again (another "
+                      "replica will take it)", retry_after_s=1, reason="draining")

@@ -9,6 +9,7 @@ import base64
 import concurrent.futures
 import re
 import signal
+import subprocess
 import time
 import uuid
 
@@ -114,18 +115,20 @@ def _replica(tmp_path_factory, fhir_server, name: str, **env: str):
     return start_server(tmp_path_factory.mktemp(name) / "server.log", **TEST_LIMITS,
                         SCRIBE_FHIR__BASE_URL=fhir_server.base, SCRIBE_SUBSCRIPTIONS__SECRET=SECRET,
                         SCRIBE_SUBSCRIPTIONS__LEASE_S="600",  # nothing here may wait for the lease
-                        SCRIBE_SUBSCRIPTIONS__RECOVERY_INTERVAL_S="2", **env)
+                        **{"SCRIBE_SUBSCRIPTIONS__RECOVERY_INTERVAL_S": "2", **env})
 
 
 def test_sigterm_finishes_work_in_hand_and_hands_queued_jobs_to_another_replica(tmp_path_factory, fhir_server,
                                                                                  dictation, dictations):
     """Two transcriptions in flight and two notifications (one job running, one queued) when SIGTERM comes: both
-    transcriptions answer 200, the running job completes here, the queued one is completed by the other replica
-    within seconds (not after the 600 s lease), each recording is one note; new work is refused with 503 and
-    /readyz says draining meanwhile."""
-    heir = _replica(tmp_path_factory, fhir_server, "heir")
+    transcriptions answer 200, the running job completes here, the queued one (a ready Task since it was accepted)
+    is completed by the other replica within seconds (not after the 600 s lease), each recording is one note; new
+    work is refused with 503 and /readyz says draining meanwhile."""
+    # The leaving replica's own recovery loop is slowed so its queue, not the loop, holds the second job; the heir
+    # comes up after the SIGTERM, as a rolling restart's new replica does.
     leaving = _replica(tmp_path_factory, fhir_server, "leaving", SCRIBE_SUBSCRIPTIONS__WORKERS="1",
-                       SCRIBE_TRANSCRIPTION__NUM_WORKERS="2")
+                       SCRIBE_TRANSCRIPTION__NUM_WORKERS="2", SCRIBE_SUBSCRIPTIONS__RECOVERY_INTERVAL_S="600")
+    heir = None
     try:
         running_source, queued_source = (recording(fhir_server, dictation.audio) for _ in range(2))
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -136,7 +139,8 @@ def test_sigterm_finishes_work_in_hand_and_hands_queued_jobs_to_another_replica(
                 httpx.put(f"{leaving.url}/fhir/notify/DocumentReference/{source['id']}", json=source,
                           headers=HEADER, timeout=10).raise_for_status()
             wait_for_task(fhir_server, running_source, "in-progress", timeout_s=30)
-            assert task_of(fhir_server, queued_source) == []  # still in this replica's queue
+            # Accepted (a ready Task in the EHR) but still in this replica's queue behind the running job.
+            assert [t["status"] for t in task_of(fhir_server, queued_source)] == ["ready"]
             leaving.process.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
             time.sleep(0.5)
@@ -146,6 +150,7 @@ def test_sigterm_finishes_work_in_hand_and_hands_queued_jobs_to_another_replica(
                                  data={"model": "whisper-1"}, timeout=10)
             assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
             assert refused.json()["type"].endswith(":draining")
+            heir = _replica(tmp_path_factory, fhir_server, "heir")
             answers = [t.result() for t in transcriptions]
         assert [a.status_code for a in answers] == [200, 200], [a.text[:300] for a in answers]
         assert all(len(a.json()["text"]) > 200 for a in answers)
@@ -164,7 +169,8 @@ def test_sigterm_finishes_work_in_hand_and_hands_queued_jobs_to_another_replica(
         assert running_task["id"] != queued_task["id"]
     finally:
         stop_server(leaving)
-        stop_server(heir)
+        if heir is not None:
+            stop_server(heir)
 
 
 def test_a_subscription_note_is_dated_by_its_recording(service, fhir_server, dictation):
@@ -187,3 +193,45 @@ def test_a_subscription_note_is_dated_by_its_recording(service, fhir_server, dic
     assert period["end"].startswith("2026-11-29T08:15:39") or period["end"].startswith("2026-11-29T08:15:40"), period
     assert notes_from(fhir_server, source) == [note]
 
+
+
+def test_a_drain_that_runs_out_answers_503_to_retry_never_500(tmp_path, dictation):
+    """One worker, three transcriptions: SIGTERM answers the two still waiting for the worker at once (503
+    draining: nothing was done, retry elsewhere), and the long one still running when the 1 s drain ends gets a
+    503 to retry as well: no 500, no dropped connection, nothing silently lost."""
+    long_audio = tmp_path / "long.ogg"
+    copies = 6  # four minutes of speech: far longer to transcribe than the 1 s drain and the 3 s grace after it
+    inputs = [arg for _ in range(copies) for arg in ("-i", str(dictation.path))]
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *inputs, "-filter_complex",
+                    "".join(f"[{i}:a]" for i in range(copies)) + f"concat=n={copies}:v=0:a=1", "-c:a", "libopus",
+                    str(long_audio)], check=True)
+    running = start_server(tmp_path / "server.log", **{**TEST_LIMITS, "SCRIBE_AUDIO__MAX_DURATION_S": "600"},
+                           SCRIBE_TRANSCRIPTION__NUM_WORKERS="1", SCRIBE_SERVER__DRAIN_S="1")
+    post = lambda audio: httpx.post(running.url + "/v1/audio/transcriptions",  # noqa: E731
+                                    files={"file": ("a.ogg", audio)}, data={"model": "whisper-1"}, timeout=120)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            first = pool.submit(post, long_audio.read_bytes())
+            deadline = time.monotonic() + 30
+            while value(scrape(running.url), "fhir_scribe_transcription_jobs_running") < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            waiting = [pool.submit(post, dictation.audio) for _ in range(2)]
+            while value(scrape(running.url), "fhir_scribe_transcription_jobs_waiting") < 2:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            running.process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            refused = [w.result() for w in waiting]
+            refused_after = time.monotonic() - signalled
+            cut_off = first.result()
+        for answer in refused:
+            assert answer.status_code == 503 and answer.headers["retry-after"] == "1", answer.text
+            assert "had not started on this audio" in answer.json()["detail"]
+        assert refused_after < 3  # at once, not behind the running job
+        assert cut_off.status_code == 503 and cut_off.headers["retry-after"] == "1", cut_off.text[:300]
+        assert "stopped before your request finished" in cut_off.json()["detail"]
+        running.process.wait(timeout=30)
+        assert '"status": 500' not in running.log()
+    finally:
+        stop_server(running)
