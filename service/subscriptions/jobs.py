@@ -21,7 +21,7 @@ from service import metrics
 from service.config import Settings
 from service.dictation import DictationService
 from service.documents.draft import DictationContext
-from service.errors import ScribeError
+from service.errors import Overloaded, ScribeError
 from service.fhir.client import FhirClient, FhirTimeout, FhirUnavailable, parse_location
 from service.logs import event
 from service.subscriptions.audio_source import attachment, context_of, fetch_audio, recording_end
@@ -142,6 +142,12 @@ class JobRunner:
         except (FhirUnavailable, FhirTimeout):
             metrics.SUBSCRIPTION_JOBS.labels("ehr_unavailable").inc()
             raise  # the EHR is away: the Task stays in progress and the lease recovery redoes it
+        except Overloaded:
+            # This replica cannot do it now (draining, or full): not the recording's fault. Another replica (or this
+            # one, later) takes it from ready at once.
+            await self.release(task)
+            metrics.SUBSCRIPTION_JOBS.labels("released").inc()
+            return
         except asyncio.CancelledError:
             # The drain ran out of time: give the job back at once rather than after the lease (the note's
             # identifier comes from the Task's, so whoever redoes it cannot write it twice).
