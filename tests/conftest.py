@@ -150,10 +150,15 @@ class FhirServer:
         raise NotImplementedError
 
     def search(self, resource_type: str, **params: str) -> list[dict]:
-        # Fresh: HAPI reuses a repeated search's results for 60 s (as its JPA starter does by default).
-        bundle = httpx.get(f"{self.base}/{resource_type}", params=params, timeout=30,
-                           headers={"Cache-Control": "no-cache"}).json()
-        return [e["resource"] for e in bundle.get("entry", [])]
+        """Every match, all pages (HAPI caps a page below a large _count; the suite writes hundreds of notes).
+        Fresh: HAPI reuses a repeated search's results for 60 s (as its JPA starter does by default)."""
+        found: list[dict] = []
+        url: str | None = f"{self.base}/{resource_type}?{httpx.QueryParams(params)}"
+        while url is not None:
+            bundle = httpx.get(url, timeout=30, headers={"Cache-Control": "no-cache"}).json()
+            found += [e["resource"] for e in bundle.get("entry", [])]
+            url = next((link["url"] for link in bundle.get("link", []) if link.get("relation") == "next"), None)
+        return found
 
     def validation_errors(self, resource: dict) -> list[str]:
         """The server's own $validate against the resource's profile: errors, and warnings we cannot explain."""
