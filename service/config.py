@@ -53,12 +53,6 @@ class ServerSettings(_Section):
             raise ValueError("tls_certfile and tls_keyfile go together: set both (HTTPS) or neither")
         return self
 
-    @field_validator("tls_certfile", "tls_keyfile")
-    @classmethod
-    def _a_file(cls, path: Path | None) -> Path | None:
-        if path is not None and not path.is_file():
-            raise ValueError(f"{path} is not a file (a PEM certificate chain / private key)")
-        return path
 
 
 class AudioLimits(_Section):
