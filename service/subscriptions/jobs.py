@@ -147,6 +147,8 @@ class JobRunner:
             # one, later) takes it from ready at once.
             await self.release(task)
             metrics.SUBSCRIPTION_JOBS.labels("released").inc()
+            event(log, "subscription.job", task=task["id"], outcome="released",
+                  ms=round((time.perf_counter() - started) * 1000))
             return
         except asyncio.CancelledError:
             # The drain ran out of time: give the job back at once rather than after the lease (the note's

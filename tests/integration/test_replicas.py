@@ -128,7 +128,8 @@ def replica_env(fhir_base: str, port: int) -> dict[str, str]:
             "SCRIBE_SERVER__PORT": str(port),
             "SCRIBE_FHIR__BASE_URL": fhir_base,
             "SCRIBE_SUBSCRIPTIONS__SECRET": SECRET,
-            "SCRIBE_SUBSCRIPTIONS__QUERY": "DocumentReference?type=urn:test:fhir-scribe|dictation-recording",
+            "SCRIBE_SUBSCRIPTIONS__QUERY": "DocumentReference?type=urn:test:fhir-scribe|dictation-recording"
+                                           "&_sort=-_lastUpdated&_count=50",
             "SCRIBE_TRANSCRIPTION__NUM_WORKERS": "1",  # 3 replicas on 2 cores
             "SCRIBE_SUBSCRIPTIONS__LEASE_S": str(LEASE_S),
             "SCRIBE_SUBSCRIPTIONS__RECOVERY_INTERVAL_S": "2",

@@ -25,7 +25,8 @@ JOBS = "urn:fhir-scribe:job"
 def _service(tmp_path_factory, fhir_server, name, **env):
     return start_server(tmp_path_factory.mktemp(name) / "server.log", **TEST_LIMITS,
                         SCRIBE_FHIR__BASE_URL=fhir_server.base, SCRIBE_SUBSCRIPTIONS__SECRET=SECRET,
-                        SCRIBE_SUBSCRIPTIONS__QUERY="DocumentReference?type=urn:test:fhir-scribe|dictation-recording",
+                        SCRIBE_SUBSCRIPTIONS__QUERY="DocumentReference?type=urn:test:fhir-scribe|dictation-recording"
+                                                    "&_sort=-_lastUpdated&_count=50",  # the newest, as the default
                         **env)
 
 
