@@ -1,9 +1,10 @@
 """Draining: from SIGTERM to exit without losing anything a caller was promised.
 
 The port stays open while draining, so a load balancer sees ``/readyz`` turn 503 and a late caller gets a clear
-503 + Retry-After (another replica will take it) instead of a refused connection. Requests already in hand, which
-hold transcriptions and note writes, run to their end; Subscription work not yet started goes back to the EHR
-(service/subscriptions/dispatcher.py), because a queue in this process dies with it.
+503 + Retry-After (another replica will take it) instead of a refused connection. Audio not yet on a worker is
+refused at once (its retry goes elsewhere); requests running transcriptions and note writes run to their end, up
+to the deadline. Subscription jobs are already ``ready`` Tasks in the EHR (service/subscriptions/dispatcher.py), so
+the queue here can die with the process; a job in hand past the deadline is set back to ready.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class Drain:
 
 
 async def drain(state: object, seconds: float) -> None:
-    """Stop admitting, hand back unstarted Subscription work, let work in hand finish for up to ``seconds``."""
+    """Stop admitting, refuse audio not yet on a worker, let work in hand finish for up to ``seconds``."""
     gate: Drain = state.drain  # type: ignore[attr-defined]
     gate.draining = True
     metrics.DRAINING.set(1)
