@@ -62,14 +62,18 @@ if (!Number.isInteger(REFRESH_TOKEN_TTL) || REFRESH_TOKEN_TTL < 1) {
 }
 const APP_JWKS = args['app-jwks-file'] ? readAppJwks(args['app-jwks-file']) : null;
 
+// A command-line option's JSON file, or a usage error naming the option.
+function readJsonFile(option, file) {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (error) {
+    return usage(`${option} ${file}: ${error.message}`);
+  }
+}
+
 // The public keys of scribe-pkjwt from --app-jwks-file (private members, if the file has any, are dropped).
 function readAppJwks(file) {
-  let jwks;
-  try {
-    jwks = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (error) {
-    usage(`--app-jwks-file ${file}: ${error.message}`);
-  }
+  const jwks = readJsonFile('--app-jwks-file', file);
   if (!Array.isArray(jwks?.keys) || !jwks.keys.length) usage(`--app-jwks-file ${file}: expected {"keys": [...]}`);
   const keys = jwks.keys.map(({
     d, p, q, dp, dq, qi, oth, k, ...pub
@@ -257,12 +261,7 @@ function rsaJwk(alg) {
 }
 
 function readSigningKeys(file) {
-  let keys;
-  try {
-    keys = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (error) {
-    usage(`--signing-keys-file ${file}: ${error.message}`);
-  }
+  const keys = readJsonFile('--signing-keys-file', file);
   const algs = Array.isArray(keys) ? keys.map((key) => key && key.kty === 'RSA' && key.d && key.kid && key.alg) : [];
   if (algs.join() !== 'RS384,RS256') {
     usage(`--signing-keys-file ${file}: expected [private RSA JWK with kid, alg RS384; the same with RS256]`);

@@ -24,6 +24,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.support.daemons import stop, wait_listening
+
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
 
@@ -104,27 +106,11 @@ fall {self.fall} rise {self.rise}
         self.process = subprocess.Popen([HAPROXY, "-f", str(self.config_path), "-db"], stdout=log,
                                         stderr=subprocess.STDOUT)
         log.close()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise HaproxyError(f"haproxy exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise HaproxyError(f"haproxy did not listen on {self.port} within {timeout_s:g} s:\n{self.log()}")
+        wait_listening(self.process, self.port, timeout_s, "haproxy", self.log, HaproxyError)
+        return self
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()  # SIGTERM: hard stop (SIGUSR1 would be the graceful one)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        stop(self.process)
 
     def __enter__(self) -> "Haproxy":
         return self.start()

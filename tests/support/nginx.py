@@ -20,9 +20,10 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from tests.support.daemons import stop, wait_listening
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -125,27 +126,11 @@ http {{
             raise NginxError(f"nginx -t refused the config:\n{check.stdout}{check.stderr}\n{self.config()}")
         self.process = subprocess.Popen(self._command("-g", "daemon off;"), stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise NginxError(f"nginx exited with {self.process.returncode}:\n{self.error_log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise NginxError(f"nginx did not listen on {self.port} within {timeout_s:g} s:\n{self.error_log()}")
+        wait_listening(self.process, self.port, timeout_s, "nginx", self.error_log, NginxError)
+        return self
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()  # SIGTERM: fast shutdown (SIGQUIT would be the graceful one)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        stop(self.process)
 
     def __enter__(self) -> "Nginx":
         return self.start()
