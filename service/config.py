@@ -105,6 +105,28 @@ class TranscriptionSettings(_Section):
         return value.expanduser()
 
 
+class RealtimeSettings(_Section):
+    """Live dictation over WebSocket (/v1/realtime). A stream holds one of the transcription pool's slots for its
+    whole life and re-decodes its growing utterance on the same workers as batch work."""
+
+    # Live streams at once on this replica (each also takes a transcription slot); more -> 503 + Retry-After.
+    # Measured on 2 cores with tiny.en: two keep up with real time, four fall ~10 s behind (docs/benchmarks.md).
+    max_streams: int = Field(2, ge=0, le=256)
+    max_duration_s: float = Field(3600.0, gt=0)  # one stream's audio; past it: an error event and close
+    idle_timeout_s: float = Field(60.0, gt=0)  # no message for this long: close (a paused app closes its stream)
+    max_message_bytes: int = Field(1024 * 1024, ge=1024)  # one client event; bigger -> error and close (1009)
+    # Audio may run ahead of the wall clock by this much (network bursts); a client sending faster is closed:
+    # batch audio belongs on POST /v1/audio/transcriptions.
+    burst_s: float = Field(5.0, ge=0.5)
+    # Re-decode the utterance after this much new audio; confirmed words are those two decodes in a row agree on.
+    decode_interval_ms: int = Field(300, ge=100, le=5000)
+    # The re-decoded window is cut at a confirmed word once it is longer than this (decode time grows with it).
+    window_s: float = Field(15.0, ge=5, le=28)
+    # Transcription this far behind the audio: the client is told (error event transcription_lagging); twice
+    # this far: the stream is closed with 1013 (try again later) rather than falling further behind.
+    lag_warning_s: float = Field(5.0, gt=0)
+
+
 class SectionsSettings(_Section):
     # Headings, LOINC codes, dictation commands, ConText rules. A relative path is relative to config/.
     rules_file: Path = Field(Path("sections.yaml"), validate_default=True)
@@ -311,6 +333,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     audio: AudioLimits = AudioLimits()
     transcription: TranscriptionSettings = TranscriptionSettings()
+    realtime: RealtimeSettings = RealtimeSettings()
     sections: SectionsSettings = SectionsSettings()
     vocabulary: VocabularySettings = VocabularySettings()
     subscriptions: SubscriptionSettings = SubscriptionSettings()

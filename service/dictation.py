@@ -20,7 +20,7 @@ from service.review import omission_flags
 from service.sections.worker import SectionsWorker
 from service.transcription.coverage import unheard
 from service.transcription.pool import TranscriptionPool
-from service.transcription.transcript import Segment
+from service.transcription.transcript import Segment, TranscribeOptions
 from service.vocabulary.bias import biased, fitted
 from service.vocabulary.chart import ChartReader
 from service.vocabulary.checks import review_flags
@@ -40,6 +40,15 @@ class DictationService:
         if note_type not in self.settings.fhir.note_types:
             known = ", ".join(f"{code} ({name})" for code, name in self.settings.fhir.note_types.items())
             raise BadRequest(f"the note type is not one of {known}")  # the caller's text is not echoed
+
+    async def live_options(self, patient: str | None, chart_readable: Collection[str] | None) -> TranscribeOptions:
+        """A live stream's decoding options: the engine's defaults, biased with the patient's chart vocabulary
+        (looked up once, when the stream opens, within what the caller may read)."""
+        options = self.pool.transcriber.default_options()
+        if not patient:
+            return options
+        chart = await self.chart.vocabulary(patient, chart_readable)
+        return biased(options, *fitted(chart.terms, self.settings.vocabulary))
 
     async def draft(self, audio_bytes: bytes, ctx: DictationContext, *, doc_status: str,
                     idempotency_key: str | None, request_id: str, chart_readable: Collection[str] | None = None,

@@ -40,11 +40,13 @@ SUBSCRIPTION_QUEUE = Gauge(PREFIX + "subscription_queue_depth", "Notifications r
 VOCABULARY_LOOKUPS = Counter(PREFIX + "vocabulary_lookups", "Chart vocabulary look-ups, by outcome", ["outcome"])
 VOCABULARY_SECONDS = Histogram(PREFIX + "vocabulary_lookup_seconds", "Wall time of one chart vocabulary look-up",
                                buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+REALTIME_STREAMS = Gauge(PREFIX + "realtime_streams", "Live transcription streams open (WebSocket /v1/realtime)")
 IN_FLIGHT = Gauge(PREFIX + "http_requests_in_flight", "Requests being handled (health and metrics excluded)")
 DRAINING = Gauge(PREFIX + "draining", "1 after SIGTERM while work in hand finishes, else 0")
 
 # Every known label value starts at 0, so a rate() or an alert sees the series before the first event.
-for _reason in ("transcription_slots", "upload_slots", "sections_queue", "subscription_queue", "draining"):
+for _reason in ("transcription_slots", "upload_slots", "sections_queue", "subscription_queue", "draining",
+                "realtime_streams"):
     REJECTED.labels(_reason)
 for _outcome in ("created", "existing", "conflict", "failed"):
     NOTES_WRITTEN.labels(_outcome)

@@ -11,7 +11,7 @@ import httpx
 from fastapi import FastAPI
 
 from service import __doc__ as service_doc
-from service.api import app_page, dictations, health, notify, sections, smart, transcriptions, wellknown
+from service.api import app_page, dictations, health, notify, realtime, sections, smart, transcriptions, wellknown
 from service.api.body_limits import BodyLimitMiddleware
 from service.api.draining import Drain, DrainMiddleware
 from service.api.middleware import RequestContextMiddleware
@@ -128,6 +128,7 @@ def create_app(settings: Settings, transcriber: Transcriber | None = None,
         app.include_router(health.metrics_router)
     app.include_router(wellknown.router)
     app.include_router(transcriptions.router)
+    app.include_router(realtime.router)
     app.include_router(sections.router)
     app.include_router(dictations.router)
     app.include_router(smart.router)

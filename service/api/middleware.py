@@ -28,13 +28,16 @@ class RequestContextMiddleware:
         self.fhir_path = fhir_path  # FHIR-facing routes answer an unexpected error as an OperationOutcome
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
         offered = headers.get(b"x-request-id", b"").decode("latin-1")
         rid = offered if _SAFE_ID.match(offered) else uuid.uuid4().hex
         token = request_id.set(rid)
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send, token)
+            return
         started = time.perf_counter()
         status = 500
         responded = False
@@ -66,6 +69,29 @@ class RequestContextMiddleware:
             event(log, "http.request", method=scope["method"], route=route, status=status,
                   duration_ms=round(elapsed * 1000, 1), bytes_in=_content_length(headers))
             request_id.reset(token)
+
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send, token: object) -> None:
+        """A live stream: one log line when it ends (how long, how it ended), in the request id's context."""
+        started = time.perf_counter()
+        outcome = "error"
+
+        async def send_outcome(message: Message) -> None:
+            nonlocal outcome
+            if message["type"] == "websocket.accept":
+                outcome = "accepted"
+            elif message["type"] == "websocket.http.response.start":
+                outcome = f"refused {message['status']}"
+            elif message["type"] == "websocket.close" and outcome == "accepted":
+                outcome = f"closed {message.get('code', 1000)}"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_outcome)
+        finally:
+            event(log, "websocket", route=getattr(scope.get("route"), "path", "unmatched"), outcome=outcome,
+                  duration_ms=round((time.perf_counter() - started) * 1000, 1))
+            request_id.reset(token)  # type: ignore[arg-type]
 
 
 def _content_length(headers: dict[bytes, bytes]) -> int | None:

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import Request
+from starlette.requests import HTTPConnection
 
 from service.auth.errors import Forbidden, InvalidToken, MalformedAuthorization
 from service.auth.principal import Principal
@@ -44,7 +45,48 @@ async def authenticated(request: Request) -> Principal | None:
     return principal
 
 
-def open_session(request: Request) -> dict[str, Any]:
+async def stream_principal(connection: HTTPConnection) -> Principal | None:
+    """A live stream's caller: a bearer token as on every /v1 route, or the app's session cookie. A browser cannot
+    put a CSRF header on a WebSocket, so with the cookie the Origin must be the app's own (it always is sent)."""
+    validator = connection.app.state.tokens
+    if validator is None:
+        return None
+    offered = connection.headers.getlist("authorization")
+    if len(offered) > 1:
+        raise MalformedAuthorization("the request has more than one Authorization header; send exactly one")
+    if offered or SESSION_COOKIE not in connection.cookies:
+        principal = await validator.principal(offered[0] if offered else None)
+    else:
+        session = open_session(connection)
+        if not _same_origin(connection, connection.headers.get("origin")):
+            raise Forbidden("cross-origin stream refused: the app's session opens streams from the app's own page "
+                            "only")
+        settings = connection.app.state.settings
+        principal = session_principal(session, settings.fhir.base_url, settings.smart_app.client_id)
+    connection.state.principal = principal
+    return principal
+
+
+def stream_patient(connection: HTTPConnection, principal: Principal | None, requested: str | None) -> str | None:
+    """Whose chart vocabulary a stream listens with: the token's patient, or one the request names when the EHR
+    itself checks this user's access (the token is for the FHIR server). None: no chart vocabulary."""
+    if principal is None:
+        return requested
+    fhir_base = connection.app.state.settings.fhir.base_url.rstrip("/")
+    forwarded = fhir_base in (a.rstrip("/") for a in principal.audiences)
+    if forwarded:
+        on_behalf_of.set(principal.token)  # the chart is read as this user, and the EHR enforces it
+    if principal.patient:
+        if requested and requested != principal.patient:
+            raise Forbidden("the request's patient is not the token's patient")
+        return principal.patient
+    if requested and not forwarded:
+        raise Forbidden("the token has no patient in its launch context and is not issued for the FHIR server "
+                        "(aud), so fhir-scribe will not read a patient's chart for it")
+    return requested or None
+
+
+def open_session(request: HTTPConnection) -> dict[str, Any]:
     cookies = request.app.state.smart_app[1] if request.app.state.smart_app else None
     session = cookies.open("session", request.cookies.get(SESSION_COOKIE)) if cookies else None
     if session is None:
@@ -55,12 +97,16 @@ def open_session(request: Request) -> dict[str, Any]:
 def csrf_checked(request: Request, session: dict[str, Any]) -> None:
     """Same-origin (Origin header, when the browser sends one) and the session's CSRF token in X-CSRF-Token."""
     origin = request.headers.get("origin")
-    public = urlsplit(request.app.state.settings.smart_app.public_url or "")
-    if origin is not None and (urlsplit(origin).scheme, urlsplit(origin).netloc) != (public.scheme, public.netloc):
+    if origin is not None and not _same_origin(request, origin):
         raise Forbidden("cross-origin request refused")
     token = request.headers.get("x-csrf-token", "")
     if not hmac.compare_digest(token, session.get("csrf", "")):
         raise Forbidden("missing or wrong X-CSRF-Token")
+
+
+def _same_origin(connection: HTTPConnection, origin: str | None) -> bool:
+    public = urlsplit(connection.app.state.settings.smart_app.public_url or "")
+    return origin is not None and (urlsplit(origin).scheme, urlsplit(origin).netloc) == (public.scheme, public.netloc)
 
 
 def authorize_dictation(request: Request, principal: Principal | None, requested: DictationContext) -> DictationContext:

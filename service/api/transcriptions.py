@@ -20,14 +20,12 @@ from service.errors import BadRequest, ScribeError, Unprocessable
 from service.api.security import authenticated
 from service.api.deps import get_pool, get_settings
 from service.api.multipart import Form, read_upload
+from service.transcription.models import accepts_model
 from service.transcription.pool import TranscriptionPool
 from service.transcription.render import MEDIA_TYPES, ResponseFormat, render
 from service.transcription.transcript import Segment, TranscribeOptions, Transcript
 
 router = APIRouter(tags=["OpenAI-compatible"], dependencies=[Depends(authenticated)])
-
-# Names OpenAI clients send by default; they get the one model this process serves.
-OPENAI_ALIASES = {"whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"}
 
 _REQUEST_SCHEMA = {
     "required": True,
@@ -135,6 +133,6 @@ def _sse(payload: dict[str, object]) -> str:
 
 
 def _check_model(requested: str | None, served: str) -> None:
-    if requested is None or requested == served or requested in OPENAI_ALIASES:
+    if accepts_model(requested, served):
         return
     raise BadRequest(f"model '{requested}' is not served here; this service runs '{served}' (or say 'whisper-1')")

