@@ -95,13 +95,20 @@ class RealtimeSession:
                     if error.close is not None:
                         return await self._closing(error)
                     await self._send(error_event(error))
-                if self.pool.draining:
+                if self.pool.draining:  # the utterance in hand is finished and sent, then the stream is closed
+                    await self._commit(from_client=False)
+                    await self._settled(decoder, timeout_s=10)
                     return await self._closing(ProtocolError(
                         "server_restarting", "this replica is restarting; open a new stream (another replica will "
                         "take it)", kind="server_error", close=1012))
         finally:
             decoder.cancel()
             event(log, "realtime.stream_end", audio_s=round(self._audio_s, 1), utterances=self.utterances)
+
+    async def _settled(self, decoder: asyncio.Task[None], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self._ended and not decoder.done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
     async def _closing(self, error: BaseException | None) -> Closed:
         if not isinstance(error, ProtocolError) or error.close is None:

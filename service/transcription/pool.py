@@ -88,9 +88,8 @@ class TranscriptionPool:
                 metrics.REALTIME_STREAMS.set(self._streams)
 
     async def call(self, work: Callable[[Transcriber], T]) -> T:
-        """A live stream's short engine call (a re-decode of its utterance), on the shared workers."""
-        if self._draining:
-            raise _draining()
+        """A live stream's short engine call (a re-decode of its utterance), on the shared workers. Served while
+        draining too: the stream was admitted, and finishes its utterance before it is closed."""
         return await asyncio.wrap_future(self._executor.submit(work, self.transcriber))
 
     async def transcribe(self, audio: Audio, options: TranscribeOptions,

@@ -239,3 +239,34 @@ def test_only_the_transcription_intent_is_served(server):
 
     response = asyncio.run(probe())
     assert response.status_code == 400 and "intent=transcription" in json.loads(response.body)["detail"]
+
+
+def test_a_draining_replica_finishes_the_utterance_in_hand_then_closes_with_1012(tmp_path, dictation):
+    import signal
+
+    running = start_server(tmp_path / "server.log", **TEST_LIMITS)
+    pcm = pcm16(dictation.path)
+    try:
+        async def probe():
+            async with websockets.connect(ws_url(running.url)) as ws:
+                await _events_until(ws, "session.created")
+                started = time.monotonic()
+                for k in range(80):  # 8 s in real time; SIGTERM after 4 s
+                    if k == 40:
+                        running.process.send_signal(signal.SIGTERM)
+                    await asyncio.sleep(max(0.0, started + k * 0.1 - time.monotonic()))
+                    try:
+                        await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(
+                            pcm[k * 4800:(k + 1) * 4800]).decode()}))
+                    except websockets.ConnectionClosed:
+                        break
+                return await _closed(ws, timeout=30)
+
+        events, code = asyncio.run(probe())
+    finally:
+        stop_server(running)
+    kinds = [e["type"] for e in events]
+    assert code == 1012 and events[-1]["error"]["code"] == "server_restarting", events[-3:]
+    assert COMPLETED in kinds and kinds.index(COMPLETED) < len(kinds) - 1  # the utterance first, then the close
+    completed = next(e for e in events if e["type"] == COMPLETED)
+    assert "chest pain" in completed["transcript"].lower()
