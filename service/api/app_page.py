@@ -18,7 +18,7 @@ def _headers(request: Request) -> dict[str, str]:
     """EHRs show SMART apps in an iframe: only the origins in smart_app.frame_ancestors may frame the page."""
     ancestors = " ".join(request.app.state.settings.smart_app.frame_ancestors)
     return {**_HEADERS, "Content-Security-Policy": f"{CSP}; frame-ancestors {ancestors}"}
-_FILES = {"app.js": "text/javascript", "app.css": "text/css"}
+_FILES = {"app.js": "text/javascript", "pcm-worklet.js": "text/javascript", "app.css": "text/css"}
 
 
 class NoSuchFile(ScribeError):

@@ -5,11 +5,23 @@
 
 const $ = (id) => document.getElementById(id);
 const state = { csrf: "", draft: null, recorder: null, chunks: [], started: 0, paused: 0, timer: null,
-                preview: null, previewStarted: 0, heard: "", previews: Promise.resolve(), refreshAt: 0 };
-// The live transcript while recording comes from short pieces of the recording, each cut at a pause in speech
-// (or at the longest length) and transcribed as soon as it is cut. It is provisional: the note to review is
-// transcribed from the whole recording after Stop.
-const PIECE_MIN_MS = 4000, PIECE_MAX_MS = 10000, PAUSE_LEVEL = 0.04;
+                socket: null, items: null, streamable: false, refreshAt: 0 };
+// The live transcript while recording streams the microphone to /v1/realtime (the OpenAI Realtime transcription
+// protocol) and shows each utterance's confirmed words, then the words that may still change. It is a preview:
+// the note to review is transcribed from the whole recording after Stop, which is the more accurate of the two.
+const LIVE_URL = (location.protocol === "https:" ? "wss://" : "ws://") + location.host
+  + "/v1/realtime?intent=transcription";
+const LIVE_SESSION = { type: "session.update", session: { type: "transcription",
+  audio: { input: { format: { type: "audio/pcm", rate: 16000 },
+                    turn_detection: { type: "server_vad", silence_duration_ms: 500 } } },
+  include: ["item.input_audio_transcription.tentative"] } };
+const LIVE_QUEUE = 30;  // chunks (~3 s) held while the socket opens: the server takes at most 5 s ahead of time
+const LIVE_LAST_WORDS_MS = 2000;  // after Stop or Pause, how long the last utterance may take to complete
+const RECORDING = "Recording. Words appear as they are confirmed; grey italic words may still change. The note "
+  + "is transcribed from the whole recording at Stop.";
+// Why a stream closed, by close code; 1006 is all a browser tells of a refused handshake (busy 503, 401, 403).
+const CLOSED = { 1006: "the server refused the stream or could not be reached", 1008: "the stream was refused",
+                 1011: "the server failed", 1012: "the server is restarting", 1013: "the service is busy" };
 
 async function api(path, options = {}) {
   const headers = { "X-CSRF-Token": state.csrf, ...(options.headers || {}) };
@@ -47,12 +59,15 @@ async function start() {
   }
   $("record").addEventListener("click", record);
   $("pause").addEventListener("click", () => {
-    state.recorder.pause(); state.preview.pause(); state.paused = Date.now(); buttons("paused");
+    state.recorder.pause(); endLive(); state.paused = Date.now(); buttons("paused");
   });
   $("resume").addEventListener("click", () => {
-    const pausedFor = Date.now() - state.paused;
-    state.started += pausedFor; state.previewStarted += pausedFor;
-    state.recorder.resume(); state.preview.resume(); buttons("recording");
+    state.started += Date.now() - state.paused;
+    state.recorder.resume(); buttons("recording");
+    say(RECORDING);
+    // A new stream: a paused one would be closed as idle anyway, and keeps no state worth keeping.
+    if (state.streamable) openLive();
+    else liveUnavailable("this browser cannot stream the microphone");
   });
   $("stop").addEventListener("click", () => state.recorder.stop());
   $("upload").addEventListener("change", (event) => { if (event.target.files[0]) transcribe(event.target.files[0]); });
@@ -124,73 +139,169 @@ async function record() {
   clearError();
   const stream = await navigator.mediaDevices.getUserMedia(
     { audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false } });
-  const audio = new AudioContext();
-  const analyser = audio.createAnalyser();
-  audio.createMediaStreamSource(stream).connect(analyser);
-  const samples = new Float32Array(analyser.fftSize);
+  // The recording comes first and depends on nothing else: whatever happens to the live transcript (or the level
+  // meter), the note is made from it.
+  let audio = null, analyser = null;
   state.chunks = [];
   state.recorder = new MediaRecorder(stream, { mimeType: "audio/webm;codecs=opus" });
   state.recorder.ondataavailable = (event) => { if (event.data.size) state.chunks.push(event.data); };
   state.recorder.onstop = () => {
     clearInterval(state.timer);
-    const preview = state.preview;
-    state.preview = null;  // the last piece is not transcribed: the whole recording is, now
-    if (preview.state !== "inactive") preview.stop();
+    endLive();
+    state.items = null;  // the whole recording's transcript takes the view now; late live words are not shown
     stream.getTracks().forEach((track) => track.stop());
-    audio.close();
+    if (audio) audio.close();
     buttons("idle");
     transcribe(new Blob(state.chunks, { type: "audio/webm" }));
   };
+  state.recorder.start(1000);
   state.started = Date.now();
-  state.heard = "";
+  buttons("recording");
+  say(RECORDING);
   $("live").textContent = "";
-  startPiece(stream);
+  state.items = new Map();
+  const samples = new Float32Array(2048);  // the analyser's default fftSize
   state.timer = setInterval(() => {
-    analyser.getFloatTimeDomainData(samples);
-    const level = Math.min(1, Math.sqrt(samples.reduce((sum, x) => sum + x * x, 0) / samples.length) * 4);
-    $("level").value = level;
+    if (analyser) {
+      analyser.getFloatTimeDomainData(samples);
+      $("level").value = Math.min(1, Math.sqrt(samples.reduce((sum, x) => sum + x * x, 0) / samples.length) * 4);
+    }
     if (state.recorder.state === "recording") {
       const seconds = Math.floor((Date.now() - state.started) / 1000);
       $("elapsed").textContent = `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
-      const age = Date.now() - state.previewStarted;
-      if (age >= PIECE_MAX_MS || (age >= PIECE_MIN_MS && level < PAUSE_LEVEL)) {
-        state.preview.stop();
-        startPiece(stream);
-      }
     }
   }, 200);
-  state.recorder.start(1000);
-  buttons("recording");
-  say("Recording. The live transcript is provisional: the note is transcribed from the whole recording at Stop.");
-}
-
-function startPiece(stream) {
-  const piece = new MediaRecorder(stream, { mimeType: "audio/webm;codecs=opus" });
-  piece.ondataavailable = (event) => {
-    if (event.data.size && state.preview !== null) {
-      state.previews = state.previews.then(() => hearPiece(event.data));
-    }
-  };
-  piece.start();
-  state.preview = piece;
-  state.previewStarted = Date.now();
-}
-
-async function hearPiece(blob) {
-  const form = new FormData();
-  form.append("file", blob, "piece.webm");
-  form.append("prompt", state.heard.slice(-200));  // continuity across the cut
-  form.append("response_format", "json");
+  state.streamable = true;
+  openLive();  // the handshake overlaps loading the worklet
   try {
-    const response = await api("/v1/audio/transcriptions", { method: "POST", body: form });
-    if (!response.ok || state.recorder.state === "inactive") return;
-    const text = (await response.json()).text.trim();
-    if (!text) return;
-    state.heard += (state.heard ? " " : "") + text;
-    await showSections(state.heard, true);
+    // 16 kHz is what the server transcribes at: the browser resamples, and a third of 48 kHz goes over the wire.
+    audio = new AudioContext({ sampleRate: 16000 });
+    const source = audio.createMediaStreamSource(stream);
+    analyser = audio.createAnalyser();
+    source.connect(analyser);
+    await audio.audioWorklet.addModule("/app/static/pcm-worklet.js");
+    const chunker = new AudioWorkletNode(audio, "pcm-chunks",
+      { channelCount: 1, channelCountMode: "explicit", channelInterpretation: "speakers" });
+    chunker.port.onmessage = (event) => sendAudio(event.data);
+    source.connect(chunker);
+    chunker.connect(audio.destination);  // silent (it writes no output), but a node nobody pulls may not run
   } catch (error) {
-    // The live view is a preview: a lost piece is still in the recording transcribed after Stop.
+    state.streamable = false;  // Resume opens no stream either
+    if (state.recorder.state === "inactive") return;  // stopped before the worklet was ready: nothing to say
+    endLive();
+    liveUnavailable("this browser cannot stream the microphone");
   }
+}
+
+// One stream per stretch of recording (Record or Resume to Pause or Stop); its words go to the same view.
+function openLive() {
+  const socket = new WebSocket(LIVE_URL);
+  socket.queue = [];
+  socket.waiting = new Set();  // items begun or committed, not yet completed
+  state.socket = socket;
+  socket.onopen = () => {
+    socket.send(JSON.stringify(LIVE_SESSION));
+    for (const audio of socket.queue) socket.send(audio);
+    socket.queue = [];
+  };
+  socket.onmessage = (event) => heard(socket, JSON.parse(event.data));
+  socket.onclose = (event) => {
+    clearTimeout(socket.lastWords);
+    if (state.socket === socket) state.socket = null;
+    if (!socket.ending) liveUnavailable(socket.problem || CLOSED[event.code] || `closed (${event.code})`);
+  };
+}
+
+function sendAudio(buffer) {
+  const socket = state.socket;
+  if (!socket || socket.ending) return;  // paused, or the stream failed: the recording still has this audio
+  let bytes = "";
+  for (const byte of new Uint8Array(buffer)) bytes += String.fromCharCode(byte);
+  const message = JSON.stringify({ type: "input_audio_buffer.append", audio: btoa(bytes) });
+  if (socket.readyState === WebSocket.OPEN) socket.send(message);
+  else if (socket.readyState === WebSocket.CONNECTING && socket.queue.length < LIVE_QUEUE) {
+    socket.queue.push(message);
+  }
+}
+
+// Commit what was said since the last pause in speech, let its last words arrive, then close. Nothing waits on
+// it: the draft upload at Stop goes ahead at once.
+function endLive() {
+  const socket = state.socket;
+  if (!socket) return;
+  state.socket = null;
+  socket.ending = true;
+  if (socket.readyState !== WebSocket.OPEN) { socket.close(); return; }
+  socket.send(JSON.stringify({ type: "input_audio_buffer.commit" }));
+  socket.lastWords = setTimeout(() => socket.close(), LIVE_LAST_WORDS_MS);
+}
+
+function heard(socket, message) {
+  const id = message.item_id;
+  if (message.type === "input_audio_buffer.speech_started" || message.type === "input_audio_buffer.committed") {
+    socket.waiting.add(id);
+  } else if (message.type === "conversation.item.input_audio_transcription.delta") {
+    showWords(id, message.delta, null, false);
+  } else if (message.type === "conversation.item.input_audio_transcription.tentative") {
+    showWords(id, "", message.text, false);
+  } else if (message.type === "conversation.item.input_audio_transcription.completed") {
+    socket.waiting.delete(id);
+    showWords(id, message.transcript, "", true);
+  } else if (message.type === "error") {
+    const error = message.error || {};
+    if (error.code === "transcription_lagging") {  // the stream goes on; if it falls further behind it is closed
+      say("Live transcript is running behind (the service is busy); the note will still be transcribed from the "
+          + "whole recording at Stop.");
+    } else if (error.code !== "input_audio_buffer_commit_empty") {  // that one: the server had committed already
+      socket.problem = error.message || error.code;
+      if (!socket.ending) {  // e.g. the session refused: audio sent on would be misread, so the stream ends here
+        liveUnavailable(socket.problem);
+        socket.ending = true;
+        if (state.socket === socket) state.socket = null;
+        socket.close();
+      }
+    }
+  }
+  if (socket.ending && socket.readyState === WebSocket.OPEN && !socket.waiting.size
+      && message.type !== "input_audio_buffer.speech_started") {
+    socket.close();
+  }
+}
+
+// Each utterance (item) is a span of confirmed words, then its tentative tail. Deltas are added as text nodes,
+// so a screen reader (aria-live polite) reads each new word once; the tail changes several times a second, so it
+// is hidden from screen readers.
+function showWords(id, words, tentative, completed) {
+  if (!state.items) return;
+  let item = state.items.get(id);
+  if (!item) {
+    if (!words && !tentative) return;  // no words yet: no empty gap in the transcript
+    item = { confirmed: document.createElement("span"), gap: document.createTextNode(""),
+             tentative: document.createElement("span") };
+    item.confirmed.className = "confirmed";
+    item.tentative.className = "tentative";
+    item.tentative.setAttribute("aria-hidden", "true");
+    const live = $("live");
+    if (live.childNodes.length) live.append(" ");
+    live.append(item.confirmed, item.gap, item.tentative);
+    state.items.set(id, item);
+  }
+  const had = item.confirmed.textContent;
+  if (completed && !words.startsWith(had)) item.confirmed.textContent = words;  // the final decode heard otherwise
+  else {
+    const more = completed ? words.slice(had.length) : words;  // a completed item that grew: only its new words
+    if (more) item.confirmed.append(more);
+  }
+  if (tentative !== null) {
+    // Words carry their own leading space; one goes between the spans, where the tail's underline does not reach.
+    item.tentative.textContent = tentative.trim();
+    item.gap.data = item.tentative.textContent && item.confirmed.textContent ? " " : "";
+  }
+}
+
+function liveUnavailable(reason) {
+  say(`Live transcript unavailable (${reason}); the note will still be transcribed from the whole recording at `
+      + "Stop.");
 }
 
 async function transcribe(blob) {
@@ -227,11 +338,10 @@ async function transcribe(blob) {
   }
 }
 
-async function showSections(text, provisional = false) {
+async function showSections(text) {
   const response = await api("/v1/sections", { method: "POST", body: JSON.stringify({ text }),
                                                headers: { "Content-Type": "application/json" } });
   const live = $("live");
-  live.classList.toggle("provisional", provisional);
   if (!response.ok) { live.textContent = text; return; }
   const note = await response.json();
   live.textContent = "";
