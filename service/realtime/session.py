@@ -32,8 +32,8 @@ from service.realtime.protocol import (TENTATIVE, ProtocolError, SessionConfig, 
                                        server_event, session_object, updated)
 from service.transcription.models import accepts_model
 from service.transcription.pool import TranscriptionPool
-from service.transcription.streaming import LiveUtterance, TimedWord
-from service.transcription.transcript import TranscribeOptions
+from service.transcription.streaming import LiveUtterance, TimedWord, Window
+from service.transcription.transcript import TranscribeOptions, Transcript
 
 log = logging.getLogger(__name__)
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -196,6 +196,7 @@ class RealtimeSession:
                 self._current[1].append(heard.samples)
             elif isinstance(heard, SpeechStopped):
                 if self._current is not None:
+                    self._current[1].speech_end_s = heard.at_ms / 1000
                     await self._send(server_event("input_audio_buffer.speech_stopped", audio_end_ms=heard.at_ms,
                                                   item_id=self._current[0]))
                 await self._commit(from_client=False)
@@ -221,33 +222,51 @@ class RealtimeSession:
         self._wake.set()
 
     async def _decode(self) -> None:
+        """Live decodes of the open utterance, then each ended utterance's final decode, results in order. A new
+        live decode starts after ``decode_interval_ms`` of new audio, while another is still running if a worker is
+        idle: the encoder's fixed cost (~0.35 s for tiny.en on one core) is most of a decode, so two overlapping
+        decodes give a hypothesis twice as often, and LocalAgreement confirms a word one cycle sooner."""
         interval_s = self.settings.decode_interval_ms / 1000
+        running: deque[tuple[str, LiveUtterance, Window, asyncio.Future[Transcript]]] = deque()
         while True:
-            if self._ended:
-                item_id, utterance = self._ended[0]
-                window = utterance.final_window()
-                transcript = await self.pool.call(window.decode)
-                tail, text = utterance.finish(window, transcript)
-                await self._deltas(item_id, utterance, tail)
-                await self._send(server_event("conversation.item.input_audio_transcription.completed",
-                                              item_id=item_id, content_index=0, transcript=text))
-                self._context = (self._context + " " + text)[-_CONTEXT_CHARS:]
+            if running and running[0][3].done():
+                item_id, utterance, window, job = running.popleft()
+                await self._live_result(item_id, utterance, window, job.result())
+                continue
+            if self._ended and not running:
+                await self._final(*self._ended[0])
                 self._ended.popleft()
-                self.utterances += 1
                 continue
             current = self._current
-            if current is not None and current[1].pending_s >= interval_s:
-                item_id, utterance = current
-                window = utterance.snapshot()
-                transcript = await self.pool.call(window.decode)
-                await self._deltas(item_id, utterance, utterance.accept(window, transcript))
-                if TENTATIVE in self.config.include and self._current is current:
-                    await self._send(server_event("conversation.item.input_audio_transcription.tentative",
-                                                  item_id=item_id, content_index=0, text=utterance.tentative()))
-                await self._check_lag(window.start_s + window.duration_s)
+            if (current is not None and not self._ended and current[1].pending_s >= interval_s
+                    and (not running or (len(running) < 2 and self.pool.idle_workers > 0))):
+                window = current[1].snapshot()
+                running.append((*current, window, asyncio.ensure_future(self.pool.call(window.decode))))
                 continue
             self._wake.clear()
-            await self._wake.wait()
+            waits = [asyncio.ensure_future(self._wake.wait())]
+            if running:
+                waits.append(running[0][3])  # type: ignore[arg-type]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            waits[0].cancel()
+
+    async def _live_result(self, item_id: str, utterance: LiveUtterance, window: Window,
+                           transcript: Transcript) -> None:
+        await self._deltas(item_id, utterance, utterance.accept(window, transcript))
+        if TENTATIVE in self.config.include and self._current is not None and self._current[1] is utterance:
+            await self._send(server_event("conversation.item.input_audio_transcription.tentative",
+                                          item_id=item_id, content_index=0, text=utterance.tentative()))
+        await self._check_lag(window.start_s + window.duration_s)
+
+    async def _final(self, item_id: str, utterance: LiveUtterance) -> None:
+        window = utterance.final_window()
+        transcript = await self.pool.call(window.decode)
+        tail, text = utterance.finish(window, transcript)
+        await self._deltas(item_id, utterance, tail)
+        await self._send(server_event("conversation.item.input_audio_transcription.completed",
+                                      item_id=item_id, content_index=0, transcript=text))
+        self._context = (self._context + " " + text)[-_CONTEXT_CHARS:]
+        self.utterances += 1
 
     async def _deltas(self, item_id: str, utterance: LiveUtterance, words: list[TimedWord]) -> None:
         if not words:

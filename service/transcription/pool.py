@@ -42,6 +42,12 @@ class TranscriptionPool:
         self._waiting: set[concurrent.futures.Future[Transcript]] = set()  # submitted, no worker yet
         self._draining = False
         self._streams = 0
+        self._num_workers = settings.num_workers
+        self._on_workers = 0  # jobs handed to the executor and not finished (running or about to)
+
+    @property
+    def idle_workers(self) -> int:
+        return max(0, self._num_workers - self._on_workers)
 
     @property
     def draining(self) -> bool:
@@ -90,7 +96,11 @@ class TranscriptionPool:
     async def call(self, work: Callable[[Transcriber], T]) -> T:
         """A live stream's short engine call (a re-decode of its utterance), on the shared workers. Served while
         draining too: the stream was admitted, and finishes its utterance before it is closed."""
-        return await asyncio.wrap_future(self._executor.submit(work, self.transcriber))
+        self._on_workers += 1
+        try:
+            return await asyncio.wrap_future(self._executor.submit(work, self.transcriber))
+        finally:
+            self._on_workers -= 1
 
     async def transcribe(self, audio: Audio, options: TranscribeOptions,
                          on_segment: Callable[[Segment], None] | None = None) -> Transcript:
@@ -132,6 +142,9 @@ class TranscriptionPool:
         if self._draining:
             raise _draining()
         job = self._executor.submit(work)
+        self._on_workers += 1
+        loop = asyncio.get_running_loop()
+        job.add_done_callback(lambda _: loop.call_soon_threadsafe(self._off_worker))
         metrics.TRANSCRIPTION_WAITING.inc()
         self._waiting.add(job)
         job.add_done_callback(self._left_queue)
@@ -141,6 +154,9 @@ class TranscriptionPool:
         self._waiting.discard(job)
         if job.cancelled():  # never reached _run, which counts it out of the waiting gauge
             metrics.TRANSCRIPTION_WAITING.dec()
+
+    def _off_worker(self) -> None:
+        self._on_workers -= 1
 
     async def _result(self, job: concurrent.futures.Future[Transcript]) -> Transcript:
         try:

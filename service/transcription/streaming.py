@@ -111,6 +111,9 @@ class LiveUtterance:
         self._whole: list[np.ndarray] | None = []
         self.samples = 0  # all of the utterance's samples so far
         self._snapshot_at = 0  # ``samples`` when the last live decode took its snapshot
+        # Where the turn detector heard speech end: words the final decode puts after it are Whisper's
+        # well-known inventions on silence ("Thank you for watching."), not the clinician's.
+        self.speech_end_s: float | None = None
 
     @property
     def end_s(self) -> float:
@@ -143,8 +146,9 @@ class LiveUtterance:
 
     def accept(self, window: Window, transcript: Transcript) -> list[TimedWord]:
         """A live decode's result: the newly confirmed words; cuts the window when it has grown long."""
-        words = window.words(transcript)
-        new = self.agreement.update(words, window.start_s + window.duration_s)
+        if _looping(transcript):
+            return []  # a greedy decode stuck repeating itself is no evidence for or against any word
+        new = self.agreement.update(window.words(transcript), window.start_s + window.duration_s)
         self.confirmed += new
         if window.duration_s > self.window_s and new:
             self._cut(new[-1].end)
@@ -161,13 +165,14 @@ class LiveUtterance:
                           whole=True)
         window = self.snapshot()
         return Window(window.samples, window.start_s, window.options.model_copy(
-            update={"beam_size": self.final_options.beam_size}))
+            update={"beam_size": self.final_options.beam_size, "temperature": self.final_options.temperature}))
 
     def finish(self, window: Window, transcript: Transcript) -> tuple[list[TimedWord], str]:
         """The final decode's result: (words not yet confirmed, to send as the last deltas; the final text)."""
-        tail = self.agreement.flush(window.words(transcript))
+        words = [w for w in window.words(transcript) if self.speech_end_s is None or w.start < self.speech_end_s]
+        tail = self.agreement.flush(words)
         self.confirmed += tail
-        return tail, (transcript.text.strip() if window.whole else self.text)
+        return tail, ("".join(w.text for w in words).strip() if window.whole else self.text)
 
     def tentative(self) -> str:
         return "".join(w.text for w in self.agreement.tentative)
@@ -187,6 +192,11 @@ class LiveUtterance:
     @staticmethod
     def _join(*parts: str | None) -> str | None:
         return " ".join(p.strip() for p in parts if p and p.strip()) or None
+
+
+def _looping(transcript: Transcript) -> bool:
+    """Whisper's own test for a repetition loop (its fallback threshold), which a single greedy pass can fall into."""
+    return any(s.compression_ratio > 2.4 for s in transcript.segments)
 
 
 @dataclass(frozen=True)

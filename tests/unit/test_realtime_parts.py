@@ -128,3 +128,38 @@ def test_a_message_that_is_no_event_is_named(raw, code):
     with pytest.raises(ProtocolError) as refused:
         parse_event(raw)
     assert refused.value.code == code
+
+
+def _transcript(spec: list[tuple[str, float, float]], compression_ratio: float = 1.5) -> "Transcript":
+    from service.transcription.transcript import Segment, Transcript, Word
+
+    words_ = [Word(word=f" {t}", start=a, end=b, probability=0.9) for t, a, b in spec]
+    segment = Segment(id=0, seek=0, start=0, end=spec[-1][2], text="".join(w.word for w in words_), tokens=[],
+                      temperature=0, avg_logprob=-0.2, compression_ratio=compression_ratio, no_speech_prob=0.01,
+                      words=words_)
+    return Transcript(text=segment.text.strip(), language="en", language_probability=1, duration_s=spec[-1][2],
+                      segments=[segment], model="tiny.en", model_revision="test")
+
+
+def _utterance():
+    from service.transcription.streaming import LiveUtterance
+    from service.transcription.transcript import TranscribeOptions
+
+    utterance = LiveUtterance(TranscribeOptions(), start_s=10.0, window_s=15)
+    utterance.append(np.zeros(16000 * 3, np.float32))
+    return utterance
+
+
+def test_a_looping_hypothesis_is_no_evidence():
+    utterance = _utterance()
+    loop = _transcript([("very", 0.1 * i, 0.1 * i + 0.1) for i in range(20)], compression_ratio=6.0)
+    assert utterance.accept(utterance.snapshot(), loop) == [] and utterance.accept(utterance.snapshot(), loop) == []
+    assert utterance.tentative() == ""
+
+
+def test_words_after_the_heard_end_of_speech_are_not_the_clinicians():
+    utterance = _utterance()
+    utterance.speech_end_s = 12.0  # silence from 2 s into the utterance
+    final = _transcript([("no", 0.2, 0.5), ("allergies", 0.6, 1.4), ("Thank", 2.3, 2.5), ("you.", 2.5, 2.8)])
+    tail, text = utterance.finish(utterance.final_window(), final)
+    assert [w.text for w in tail] == [" no", " allergies"] and text == "no allergies"
