@@ -121,7 +121,7 @@ class RealtimeSettings(_Section):
     # Re-decode the utterance after this much new audio; confirmed words are those two decodes in a row agree on.
     decode_interval_ms: int = Field(300, ge=100, le=5000)
     # The re-decoded window is cut at a confirmed word once it is longer than this (decode time grows with it).
-    window_s: float = Field(15.0, ge=5, le=28)
+    window_s: float = Field(8.0, ge=3, le=28)
     # Transcription this far behind the audio: the client is told (error event transcription_lagging); twice
     # this far: the stream is closed with 1013 (try again later) rather than falling further behind.
     lag_warning_s: float = Field(5.0, gt=0)

@@ -103,10 +103,16 @@ class Turns:
         self._preroll: list[np.ndarray] = []
         self._speaking = False
         self._silence = 0
+        self._heard_to = 0  # samples: the end of the last window that sounded like speech
 
     @property
     def speaking(self) -> bool:
         return self._speaking
+
+    @property
+    def heard_until_s(self) -> float | None:
+        """Where speech was last heard (None without turn detection: the client decides what is speech)."""
+        return None if self.vad is None else self._heard_to / SAMPLE_RATE
 
     def feed(self, samples: np.ndarray) -> list[Heard]:
         if self.vad is None:
@@ -126,6 +132,8 @@ class Turns:
     def _window(self, window: np.ndarray, p: float, start: int) -> list[Heard]:
         vad = self.vad
         assert vad is not None
+        if p >= max(vad.threshold - 0.15, 0.01):
+            self._heard_to = start + _WINDOW
         if not self._speaking:
             self._preroll.append(window)
             keep = max(1, -(-vad.prefix_padding_ms * SAMPLE_RATE // 1000 // _WINDOW) + 1)

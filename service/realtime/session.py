@@ -252,7 +252,8 @@ class RealtimeSession:
 
     async def _live_result(self, item_id: str, utterance: LiveUtterance, window: Window,
                            transcript: Transcript) -> None:
-        await self._deltas(item_id, utterance, utterance.accept(window, transcript))
+        new = utterance.accept(window, transcript, self._turns.heard_until_s)
+        await self._deltas(item_id, utterance, new)
         if TENTATIVE in self.config.include and self._current is not None and self._current[1] is utterance:
             await self._send(server_event("conversation.item.input_audio_transcription.tentative",
                                           item_id=item_id, content_index=0, text=utterance.tentative()))

@@ -85,6 +85,7 @@ class Transcriber:
             hotwords=options.hotwords,
             word_timestamps=options.word_timestamps,
             vad_filter=options.vad_filter,
+            max_new_tokens=options.max_new_tokens,
         )
         if self._batched is not None and audio.duration_s >= (self.settings.batched_from_s or 0):
             # The batched pipeline cuts audio at speech boundaries, so it needs VAD on.

@@ -26,7 +26,7 @@ from service.audio import SAMPLE_RATE, Audio
 from service.transcription.engine import Transcriber
 from service.transcription.transcript import TranscribeOptions, Transcript
 
-STALL_S = 1.5  # a word this far behind the decoded audio's end is confirmed even if its spelling keeps flipping
+STALL_S = 1.0  # a word this far behind the decoded audio's end is confirmed even if its spelling keeps flipping
 WHOLE_UTTERANCE_S = 28.0  # utterances up to this long are decoded once more, whole, for their final text
 _PROMPT_CHARS = 200
 
@@ -54,9 +54,14 @@ class LocalAgreement:
     def tentative(self) -> list[TimedWord]:
         return list(self._previous)
 
-    def update(self, hypothesis: list[TimedWord], decoded_to: float) -> list[TimedWord]:
-        """The words confirmed by this hypothesis (of the audio up to ``decoded_to``), in order."""
+    def update(self, hypothesis: list[TimedWord], decoded_to: float,
+               heard_until: float | None = None) -> list[TimedWord]:
+        """The words confirmed by this hypothesis (of the audio up to ``decoded_to``), in order. A word starting
+        after ``heard_until`` (where speech was last heard) stays tentative: two decodes can agree on a phrase
+        Whisper invents on silence ("Thank you."), and a pause may yet end in speech that decides it."""
         new = self._unconfirmed(hypothesis)
+        if heard_until is not None:
+            new = [w for w in new if w.start < heard_until]
         agreed: list[TimedWord] = []
         for word, before in zip(new, self._previous):
             if _key(word.text) != _key(before.text):
@@ -141,14 +146,16 @@ class LiveUtterance:
         samples = np.concatenate(self._window) if self._window else np.zeros(0, np.float32)
         self._window = [samples]
         self._snapshot_at = self.samples
-        prompt = self._prompt()
-        return Window(samples, self._window_start_s, self.live_options.model_copy(update={"initial_prompt": prompt}))
+        # Speech runs at 3-5 tokens a second; twice that and more is a loop, not dictation.
+        cap = min(200, int(8 * len(samples) / SAMPLE_RATE) + 16)
+        return Window(samples, self._window_start_s, self.live_options.model_copy(
+            update={"initial_prompt": self._prompt(), "max_new_tokens": cap}))
 
-    def accept(self, window: Window, transcript: Transcript) -> list[TimedWord]:
+    def accept(self, window: Window, transcript: Transcript, heard_until: float | None = None) -> list[TimedWord]:
         """A live decode's result: the newly confirmed words; cuts the window when it has grown long."""
         if _looping(transcript):
             return []  # a greedy decode stuck repeating itself is no evidence for or against any word
-        new = self.agreement.update(window.words(transcript), window.start_s + window.duration_s)
+        new = self.agreement.update(window.words(transcript), window.start_s + window.duration_s, heard_until)
         self.confirmed += new
         if window.duration_s > self.window_s and new:
             self._cut(new[-1].end)
@@ -165,7 +172,8 @@ class LiveUtterance:
                           whole=True)
         window = self.snapshot()
         return Window(window.samples, window.start_s, window.options.model_copy(
-            update={"beam_size": self.final_options.beam_size, "temperature": self.final_options.temperature}))
+            update={"beam_size": self.final_options.beam_size, "temperature": self.final_options.temperature,
+                    "max_new_tokens": None}))
 
     def finish(self, window: Window, transcript: Transcript) -> tuple[list[TimedWord], str]:
         """The final decode's result: (words not yet confirmed, to send as the last deltas; the final text)."""

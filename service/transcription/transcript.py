@@ -56,3 +56,6 @@ class TranscribeOptions(BaseModel):
     hotwords: str | None = None
     word_timestamps: bool = False
     vad_filter: bool = True
+    # A cap on the tokens one window may produce: a live re-decode sized to its audio, so a greedy pass that falls
+    # into a repetition loop stops early instead of costing seconds (None: Whisper's own limit).
+    max_new_tokens: int | None = Field(None, ge=1, le=200)

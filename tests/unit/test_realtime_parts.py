@@ -32,11 +32,11 @@ def test_a_word_is_confirmed_when_two_hypotheses_in_a_row_agree_on_it():
 
 def test_a_disagreement_holds_the_words_after_it_until_they_are_old():
     agreement = LocalAgreement()
-    agreement.update(words(("metoprolol", 0.8), ("25", 1.2), ("milligrams", 1.8)), decoded_to=1.9)
-    held = agreement.update(words(("metoprolol", 0.8), ("25", 1.2), ("mg", 1.8)), decoded_to=2.2)
+    agreement.update(words(("metoprolol", 1.0), ("25", 1.4), ("milligrams", 1.8)), decoded_to=1.85)
+    held = agreement.update(words(("metoprolol", 1.0), ("25", 1.4), ("mg", 1.8)), decoded_to=2.2)
     assert [w.text for w in held] == [" metoprolol", " 25"]  # the flip holds "mg"
     # Still flipping, but it ended STALL_S before the decoded audio's end: confirmed from the newest hypothesis.
-    late = agreement.update(words(("metoprolol", 0.8), ("25", 1.2), ("milligrams", 1.8), ("daily", 2.4)),
+    late = agreement.update(words(("metoprolol", 1.0), ("25", 1.4), ("milligrams", 1.8), ("daily", 2.4)),
                             decoded_to=1.8 + STALL_S + 0.1)
     assert [w.text for w in late] == [" milligrams"]
 
@@ -84,6 +84,14 @@ def test_turns_find_speech_and_its_end_in_silence():
     assert 7500 <= stops[-1].at_ms <= 8600  # and ends near 8 s
     speech = sum(len(h.samples) for h in heard if isinstance(h, Speech))
     assert speech < len(stream) - 16000  # the silence between turns is not kept
+
+
+def test_words_after_the_last_speech_heard_stay_tentative():
+    agreement = LocalAgreement()
+    hypothesis = words(("no", 0.5), ("allergies", 1.2), ("Thank", 2.0), ("you.", 2.3))
+    confirmed = agreement.update(hypothesis, decoded_to=2.4, heard_until=1.3)
+    confirmed += agreement.update(hypothesis, decoded_to=2.5, heard_until=1.3)
+    assert [w.text for w in confirmed] == [" no", " allergies"]  # agreed on twice, "Thank you." is not heard
 
 
 def test_without_turn_detection_all_audio_is_speech():
