@@ -110,7 +110,8 @@ class RealtimeSettings(_Section):
     whole life and re-decodes its growing utterance on the same workers as batch work."""
 
     # Live streams at once on this replica (each also takes a transcription slot); more -> 503 + Retry-After.
-    # Measured on 2 cores with tiny.en: two keep up with real time, four fall ~10 s behind (docs/benchmarks.md).
+    # Measured on 2 cores with tiny.en (docs/benchmarks.md, "Live streaming"): two keep up with real time; four
+    # admitted at once tripled word latency (median 3.0 s, p95 6.2 s).
     max_streams: int = Field(2, ge=0, le=256)
     max_duration_s: float = Field(3600.0, gt=0)  # one stream's audio; past it: an error event and close
     idle_timeout_s: float = Field(60.0, gt=0)  # no message for this long: close (a paused app closes its stream)

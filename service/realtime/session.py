@@ -247,8 +247,10 @@ class RealtimeSession:
             waits = [asyncio.ensure_future(self._wake.wait())]
             if running:
                 waits.append(running[0][3])  # type: ignore[arg-type]
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            waits[0].cancel()
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:  # also when the stream ends while waiting: no pending task left behind
+                waits[0].cancel()
 
     async def _live_result(self, item_id: str, utterance: LiveUtterance, window: Window,
                            transcript: Transcript) -> None:

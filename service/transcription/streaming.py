@@ -5,8 +5,9 @@ arrives. The last words of each hypothesis change from one decode to the next; s
 text jump under the clinician's eyes. LocalAgreement-2 (the policy of ufal's whisper_streaming) confirms the
 prefix that two consecutive hypotheses agree on: confirmed words never change, the rest is shown as tentative.
 
-Measured on our fixtures (docs/benchmarks.md): the prompt may only carry confirmed text that has left the window
-(prompting with text still in the window made tiny.en repeat itself, 24 % WER); a word whose spelling flips
+Measured on our fixtures while prototyping (a LocalAgreement loop on tiny.en outside the service; the service's
+figures are in docs/benchmarks.md): the prompt may only carry confirmed text that has left the window (prompting
+with text still in the window made tiny.en repeat itself, 24 % WER); a word whose spelling flips
 between decodes ("400 mg" / "400 milligrams") would hold every word after it, so a word that has stayed in the
 hypothesis for STALL_S of audio is confirmed anyway; the window is cut at a confirmed word once it grows past
 ``window_s`` so each decode stays short.
@@ -27,7 +28,11 @@ from service.transcription.engine import Transcriber
 from service.transcription.transcript import TranscribeOptions, Transcript
 
 STALL_S = 1.0  # a word this far behind the decoded audio's end is confirmed even if its spelling keeps flipping
-WHOLE_UTTERANCE_S = 28.0  # utterances up to this long are decoded once more, whole, for their final text
+# Utterances up to this long are decoded once more, whole, with the caller's options (beam search, temperature
+# fallback), for their final text: as good as batch. Longer ones end with the confirmed words + the tail. The
+# audio is kept in memory for it (60 s = 3.8 MB); the final decode of a long utterance delays the next one's
+# first words by its time (~2 s for 60 s of tiny.en on one core).
+WHOLE_UTTERANCE_S = 60.0
 _PROMPT_CHARS = 200
 
 
