@@ -19,6 +19,13 @@ request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request
 _QUIET = {"faster_whisper": logging.WARNING, "uvicorn.access": logging.CRITICAL, "httpx": logging.WARNING}
 
 
+def _no_websocket_paths(record: logging.LogRecord) -> bool:
+    """uvicorn's WebSocket layer logs every upgrade with its raw path and query at INFO ("WebSocket
+    /v1/realtime?patient=..."), past the disabled access log: dropped. The service logs one line per stream with the
+    route template (service/api/middleware.py)."""
+    return '"WebSocket %s"' not in str(record.msg)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
@@ -47,6 +54,9 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level)
     for name, quiet_level in _QUIET.items():
         logging.getLogger(name).setLevel(quiet_level)
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    if _no_websocket_paths not in uvicorn_error.filters:
+        uvicorn_error.addFilter(_no_websocket_paths)
     try:  # loguru is pulled in by PyRuSH (medspaCy); it must never print document text.
         from loguru import logger as loguru_logger
 
