@@ -161,6 +161,19 @@ def limited(tmp_path_factory):
     stop_server(running)
 
 
+async def _speak(ws, pcm: bytes, chunks: int, at_chunk: dict | None = None) -> None:
+    """``chunks`` 100 ms appends of 24 kHz PCM16 on a wall-clock schedule, until the server closes the stream."""
+    started = time.monotonic()
+    for k in range(chunks):
+        (at_chunk or {}).get(k, lambda: None)()
+        await asyncio.sleep(max(0.0, started + k * 0.1 - time.monotonic()))
+        try:
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(
+                pcm[k * 4800:(k + 1) * 4800]).decode()}))
+        except websockets.ConnectionClosed:
+            return
+
+
 async def _closed(ws, timeout: float = 10) -> tuple[list[dict], int]:
     seen = []
     async with asyncio.timeout(timeout):
@@ -210,14 +223,7 @@ def test_a_stream_past_its_limits_is_told_and_closed(limited, dictation, case):
                     except websockets.ConnectionClosed:
                         break
             elif case == "too long":  # 3 s allowed, sent in real time
-                started = time.monotonic()
-                for k in range(40):
-                    await asyncio.sleep(max(0.0, started + k * 0.1 - time.monotonic()))
-                    try:
-                        await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(
-                            pcm[k * 4800:(k + 1) * 4800]).decode()}))
-                    except websockets.ConnectionClosed:
-                        break
+                await _speak(ws, pcm, chunks=40)
             return await _closed(ws)
 
     started = time.monotonic()
@@ -252,16 +258,8 @@ def test_a_draining_replica_finishes_the_utterance_in_hand_then_closes_with_1012
         async def probe():
             async with websockets.connect(ws_url(running.url)) as ws:
                 await _events_until(ws, "session.created")
-                started = time.monotonic()
-                for k in range(80):  # 8 s in real time; SIGTERM after 4 s
-                    if k == 40:
-                        running.process.send_signal(signal.SIGTERM)
-                    await asyncio.sleep(max(0.0, started + k * 0.1 - time.monotonic()))
-                    try:
-                        await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(
-                            pcm[k * 4800:(k + 1) * 4800]).decode()}))
-                    except websockets.ConnectionClosed:
-                        break
+                # 8 s in real time; SIGTERM after 4 s
+                await _speak(ws, pcm, chunks=80, at_chunk={40: lambda: running.process.send_signal(signal.SIGTERM)})
                 return await _closed(ws, timeout=30)
 
         events, code = asyncio.run(probe())

@@ -58,11 +58,16 @@ def _read_number(words: list[str], i: int) -> tuple[int, int]:
 
 
 def wer(reference: str, hypothesis: str) -> float:
-    ref, hyp = normalise(reference), normalise(hypothesis)
+    ref = normalise(reference)
+    return edits(ref, normalise(hypothesis)) / max(len(ref), 1)
+
+
+def edits(ref: list[str], hyp: list[str]) -> int:
+    """Word-level Levenshtein distance."""
     previous = list(range(len(hyp) + 1))
     for r, ref_word in enumerate(ref, start=1):
         current = [r]
         for h, hyp_word in enumerate(hyp, start=1):
             current.append(min(previous[h] + 1, current[h - 1] + 1, previous[h - 1] + (ref_word != hyp_word)))
         previous = current
-    return previous[-1] / max(len(ref), 1)
+    return previous[-1]
