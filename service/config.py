@@ -153,8 +153,22 @@ class VocabularySettings(_Section):
     hotwords_max_terms: int = Field(24, ge=0, le=60)
     prompt_max_terms: int = Field(80, ge=0, le=150)
     static_terms: list[str] = []  # e.g. a department's common drugs, merged after the patient's own
-    # A word this similar to a chart term, but not equal, is flagged for review (difflib ratio).
-    near_miss_ratio: float = Field(0.8, gt=0.5, lt=1.0)
+
+
+class ReviewSettings(_Section):
+    """Review flags: where the clinician should look twice before signing. Thresholds are calibrated on the speech
+    fixtures with their charts (bench/review.py prints the curve; docs/benchmarks.md has the figures)."""
+
+    # A word the engine gave less than this probability is flagged low-confidence; flagged words at most
+    # `low_confidence_gap` words apart become one phrase. 0 turns the flags off. At 0.55 (14 fixtures, 5 voices):
+    # tiny.en 12.2 % of words flagged, 65.9 % of wrong words covered; base 11.6 % / 64.4 %.
+    low_confidence_below: float = Field(0.55, ge=0.0, lt=1.0)
+    low_confidence_gap: int = Field(1, ge=0, le=5)
+    # One to three words whose sound and spelling together are this close to a chart drug's name, but are not it,
+    # are flagged with the chart's name (0..1; see service/review/chart.py). Measured: ~3,400 words of ordinary
+    # clinical prose against 158 common drug names scored at most 0.775 (none flagged from 0.78 up); the issue's
+    # misheard names ("Listen April", "Empa Glyphlosin", ...) scored 0.82 or more.
+    sound_alike_min: float = Field(0.78, gt=0.5, lt=1.0)
 
 
 class SubscriptionSettings(_Section):
@@ -337,6 +351,7 @@ class Settings(BaseSettings):
     realtime: RealtimeSettings = RealtimeSettings()
     sections: SectionsSettings = SectionsSettings()
     vocabulary: VocabularySettings = VocabularySettings()
+    review: ReviewSettings = ReviewSettings()
     subscriptions: SubscriptionSettings = SubscriptionSettings()
     fhir: FhirSettings = FhirSettings()
     auth: AuthSettings = AuthSettings()

@@ -16,14 +16,13 @@ from service.documents.draft import AudioInfo, DictationContext, Draft, dictatio
 from service.documents.resources import write_plan
 from service.errors import BadRequest, ScribeError, Unprocessable
 from service.fhir.writer import NoteWriter, WriteResult
-from service.review import omission_flags
+from service.review import review
 from service.sections.worker import SectionsWorker
 from service.transcription.coverage import unheard
 from service.transcription.pool import TranscriptionPool
 from service.transcription.transcript import Segment, TranscribeOptions
 from service.vocabulary.bias import biased, fitted
 from service.vocabulary.chart import ChartReader
-from service.vocabulary.checks import review_flags
 from service.vocabulary.models import VocabularyUse
 
 
@@ -86,9 +85,8 @@ class DictationService:
         note = await self.sections.structure(transcript.text)
         unheard_speech = await asyncio.to_thread(unheard, audio.samples, transcript) if options.word_timestamps else []
         # Text-sized work (alignment, chart checks) off the event loop: an hour's dictation is ~50,000 characters.
-        flags = await asyncio.to_thread(
-            lambda: omission_flags(transcript, unheard_speech, note.text)
-            + review_flags(note.text, chart.terms, self.settings.vocabulary.near_miss_ratio))
+        flags = await asyncio.to_thread(review, transcript, note, unheard_speech, chart.terms,
+                                        self.settings.review)
         vocabulary = VocabularyUse(status=chart.status, terms=len(terms), engine=engine, lookup_ms=chart.lookup_ms,
                                    by_source=dict(Counter(t.source for t in terms)), reason=chart.reason)
         draft = Draft(
@@ -99,7 +97,7 @@ class DictationService:
             audio=AudioInfo(sha256=audio.sha256, duration_s=round(audio.duration_s, 3), container=audio.container),
             model=transcript.model, model_revision=transcript.model_revision, dictated_at=dictated_at,
             vocabulary=vocabulary, source=source,
-            flags=sorted(flags, key=lambda flag: flag.start),
+            flags=flags,
         )
         plan = write_plan(draft, self.settings.fhir, request_id)
         draft.resources = {"DocumentReference": plan.document_reference, "AuditEvent": plan.audit_event}

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from service.errors import BadRequest
 from service.sections.note import StructuredNote
-from service.review import ReviewFlag
+from service.review.flags import ReviewFlag
 from service.vocabulary.models import VocabularyUse
 
 # A FHIR id (R4: [A-Za-z0-9\-\.]{1,64}) that is not "." or "..": an id becomes a URL path segment.

@@ -24,6 +24,7 @@ from service.documents.draft import DictationContext
 from service.errors import Overloaded, ScribeError
 from service.fhir.client import FhirClient, FhirTimeout, FhirUnavailable, parse_location
 from service.logs import event
+from service.review.flags import ReviewFlag, clock
 from service.subscriptions.audio_source import attachment, context_of, fetch_audio, recording_end
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class JobRunner:
             result = await self.dictations.commit(draft, request_id=task["id"], from_client=False)
             # Nobody reviews a triggered note before it lands (docStatus preliminary): what the review screen
             # would have flagged goes with the job, for whoever signs the note.
-            checks = [f"Check '{flag.text}': {flag.message}" for flag in draft.flags]
+            checks = [_check(flag) for flag in draft.flags]
             await self._finish(task, "completed", output=f"DocumentReference/{result.document_reference_id}",
                                notes=checks)
             outcome = "completed"
@@ -207,3 +208,10 @@ class JobRunner:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _check(flag: ReviewFlag) -> str:
+    """A flag as a Task note: the words, where to listen in the recording (the EHR holds it), and why."""
+    heard = f" (at {clock(flag.audio_start)}-{clock(flag.audio_end)} of the recording)" \
+        if flag.audio_start is not None and flag.audio_end is not None else ""
+    return f"Check '{flag.text}'{heard}: {flag.message}"

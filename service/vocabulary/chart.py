@@ -16,7 +16,7 @@ from service.errors import ScribeError
 from service.fhir.client import BatchRefused, FhirClient
 from service.logs import event
 from service.vocabulary.models import SOURCES, ChartVocabulary, Term
-from service.vocabulary.terms import concept_names, dose_unit_classes, label_unit_classes
+from service.vocabulary.terms import concept_names, dose_amounts, dose_unit_classes, label_doses, label_unit_classes
 
 log = logging.getLogger(__name__)
 
@@ -80,34 +80,38 @@ def _with_static(chart: ChartVocabulary, static: list[Term]) -> ChartVocabulary:
 
 def chart_terms(found: dict[str, list[dict[str, Any]]]) -> list[Term]:
     """Terms in order of relevance (prescribed, then taken, then allergies, then problems; each in the server's
-    order), one per name; a drug keeps the unit classes of its doses and strengths."""
+    order), one per name; a drug keeps the unit classes and amounts of all its doses and strengths."""
     included = {f"{r.get('resourceType')}/{r.get('id')}": r for resources in found.values() for r in resources}
     terms: dict[str, Term] = {}
     for source in SOURCES:
         for resource in found.get(source, []):
             if resource.get("resourceType") != source:
                 continue  # an _include'd Medication
-            for name, units in _names(resource, included):
+            for name, units, doses in _names(resource, included):
                 key = name.lower()
                 if key in terms:
-                    units |= terms[key].unit_classes
-                    terms[key] = Term(terms[key].name, terms[key].source, frozenset(units))
+                    known = terms[key]
+                    terms[key] = Term(known.name, known.source, known.unit_classes | units, known.doses | doses)
                 else:
-                    terms[key] = Term(name, source, frozenset(units))
+                    terms[key] = Term(name, source, units, doses)
     return list(terms.values())
 
 
-def _names(resource: dict[str, Any], included: dict[str, dict[str, Any]]) -> list[tuple[str, set[str]]]:
+_Named = tuple[str, frozenset[str], frozenset[tuple[float, str]]]  # a name, its dose unit classes and amounts
+
+
+def _names(resource: dict[str, Any], included: dict[str, dict[str, Any]]) -> list[_Named]:
     kind = resource["resourceType"]
     if kind == "Condition":
-        return [(n, set()) for n in concept_names(resource.get("code"), product=False)]
+        return [(n, frozenset(), frozenset()) for n in concept_names(resource.get("code"), product=False)]
     if kind == "AllergyIntolerance":
         concepts = [resource.get("code"), *(r.get("substance") for r in resource.get("reaction", []))]
-        return [(n, set()) for c in concepts for n in concept_names(c, product=True)]
+        return [(n, frozenset(), frozenset()) for c in concepts for n in concept_names(c, product=True)]
     concept = resource.get("medicationCodeableConcept")
     if concept is None:
         reference = (resource.get("medicationReference") or {}).get("reference", "")
         concept = (included.get(reference) or {}).get("code")
     labels = [(concept or {}).get("text"), *(c.get("display") for c in (concept or {}).get("coding", []))]
-    units = dose_unit_classes(resource) | {u for label in labels for u in label_unit_classes(label)}
-    return [(n, set(units)) for n in concept_names(concept, product=True)]
+    units = frozenset(dose_unit_classes(resource) | {u for label in labels for u in label_unit_classes(label)})
+    doses = frozenset(dose_amounts(resource) | {d for label in labels for d in label_doses(label)})
+    return [(n, units, doses) for n in concept_names(concept, product=True)]

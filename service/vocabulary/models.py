@@ -19,6 +19,9 @@ class Term:
     name: str  # as the engine should hear it: "apixaban", "Eliquis", "atrial fibrillation"
     source: str  # resource type it came from, or "static" (settings)
     unit_classes: frozenset[str] = frozenset()  # of the chart's doses, for drugs
+    # The chart's dose amounts, for drugs: (amount, unit class), e.g. (75.0, "microgram") from an order and
+    # (0.075, "milligram") from its product's label. Review compares a dictated dose with these.
+    doses: frozenset[tuple[float, str]] = frozenset()
 
     @property
     def is_drug(self) -> bool:

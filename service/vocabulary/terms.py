@@ -15,7 +15,8 @@ _NOT_NAME = {
     "extended", "delayed", "release", "er", "xr", "sr", "dr", "film", "coated", "chewable", "topical", "cream",
     "ointment", "patch", "inhaler", "inhalation", "powder", "prefilled", "syringe", "pen", "pack", "disintegrating",
     "hydrochloride", "hcl", "sodium", "potassium", "calcium", "magnesium", "maleate", "besylate", "succinate",
-    "tartrate", "mesylate", "citrate", "sulfate", "acetate", "fumarate", "hyclate", "monohydrate",
+    "tartrate", "mesylate", "citrate", "sulfate", "acetate", "fumarate", "hyclate", "monohydrate", "propionate",
+    "dipropionate", "furoate", "bromide", "hydrobromide", "bitartrate", "dihydrate", "trihydrate",
 }
 _SALTS = {"sodium", "potassium", "calcium", "magnesium"}
 _BRAND = re.compile(r"\[([^\]]+)\]")
@@ -50,14 +51,50 @@ def label_unit_classes(label: str | None) -> set[str]:
     return {c for _, unit in DOSE.findall(label or "") if (c := unit_class(unit))}
 
 
+def label_doses(label: str | None) -> set[tuple[float, str]]:
+    """The strengths in a product's label: 'Levothyroxine Sodium 0.075 MG Oral Tablet' gives (0.075, milligram).
+    A per-volume denominator ('1.5 MG/0.5ML') is what the dose comes in, not a dose, so it is left out."""
+    text = label or ""
+    found = set()
+    for match in DOSE.finditer(text):
+        kind = unit_class(match.group(2))
+        if kind is not None and not text[:match.start()].rstrip().endswith("/"):
+            found.add((amount(match.group(1)), kind))
+    return found
+
+
+def amount(written: str) -> float:
+    """'1,000' is a thousand (a thousands separator); '0,5' is a half (a decimal comma)."""
+    if re.fullmatch(r"\d{1,3}(,\d{3})+", written):
+        return float(written.replace(",", ""))
+    return float(written.replace(",", "."))
+
+
 def dose_unit_classes(resource: dict[str, Any]) -> set[str]:
     """Unit classes of a MedicationRequest/Statement's doses (dosage quantities and strengths in its labels)."""
     found: set[str] = set()
-    for dosage in resource.get("dosageInstruction", []) + resource.get("dosage", []):
-        for dose_rate in dosage.get("doseAndRate", []):
-            quantity = dose_rate.get("doseQuantity") or {}
-            for unit in (quantity.get("code"), quantity.get("unit")):
-                if (c := unit_class(unit)) is not None:
-                    found.add(c)
-                    break
+    for quantity in _dose_quantities(resource):
+        for unit in (quantity.get("code"), quantity.get("unit")):
+            if (c := unit_class(unit)) is not None:
+                found.add(c)
+                break
     return found
+
+
+def dose_amounts(resource: dict[str, Any]) -> set[tuple[float, str]]:
+    """(amount, unit class) of a MedicationRequest/Statement's dose quantities; one without a value or a known
+    unit cannot be compared with a dictated dose, so it is left out."""
+    found = set()
+    for quantity in _dose_quantities(resource):
+        value = quantity.get("value")
+        kind = unit_class(quantity.get("code")) or unit_class(quantity.get("unit"))
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and kind is not None:
+            found.add((float(value), kind))
+    return found
+
+
+def _dose_quantities(resource: dict[str, Any]) -> list[dict[str, Any]]:
+    """doseQuantity of every dosage: dosageInstruction (a request) and dosage (a statement)."""
+    return [dose_rate.get("doseQuantity") or {}
+            for dosage in resource.get("dosageInstruction", []) + resource.get("dosage", [])
+            for dose_rate in dosage.get("doseAndRate", [])]

@@ -6,6 +6,7 @@ do no work; a non-recording fails its Task; a service killed mid-job is taken ov
 import base64
 import concurrent.futures
 import os
+import re
 import signal
 import time
 import uuid
@@ -94,6 +95,10 @@ def assert_one_note(fhir_server, source: dict) -> dict:
     assert note["author"] == [{"reference": f"Practitioner/{DEMO_PRACTITIONER}"}]
     assert "chest pain" in base64.b64decode(note["content"][0]["attachment"]["data"]).decode().lower()
     assert len(fhir_server.search("AuditEvent", entity=f"DocumentReference/{note['id']}")) == 1
+    # Nobody reviewed it: the review flags go with the Task, each with where to listen.
+    checks = [n["text"] for n in task.get("note", [])]
+    assert checks and all(re.match(r"Check '.+' \(at \d+:\d\d\.\d-\d+:\d\d\.\d of the recording\): ", check)
+                          for check in checks), checks
     return note
 
 

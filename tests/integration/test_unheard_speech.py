@@ -4,7 +4,8 @@ no false alarm on any speech fixture, and when words are missing from a real tra
 last words heard."""
 
 from service.audio import decode
-from service.review import omission_flags
+from service.review.flags import heard_words
+from service.review.omission import omission_flags
 from service.transcription.coverage import unheard
 from tests.support.charts import charted_dictations
 
@@ -28,7 +29,8 @@ def test_missing_words_are_found_and_flagged_where_they_were(transcriber, dictat
     missing = transcript.model_copy(update={"segments": segments, "text": text})
     found = unheard(audio.samples, missing)
     assert len(found) == 1 and found[0].start <= gone_from + 0.5 and found[0].end >= gone_to - 0.5, found
-    [flag] = omission_flags(missing, found, text)
+    [flag] = omission_flags(heard_words(missing, text), found, text)
     assert flag.kind == "possible-omission" and text[flag.start:flag.end] == flag.text
+    assert (flag.audio_start, flag.audio_end) == (found[0].start, found[0].end)  # the app plays the gap itself
     assert "at night" in flag.text, flag
     assert "listen to the recording" in flag.message

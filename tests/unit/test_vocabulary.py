@@ -1,4 +1,5 @@
-"""The vocabulary stage's pure parts: names from chart resources, fitting them to the engine, review flags."""
+"""The vocabulary stage's pure parts: names and doses from chart resources, fitting them to the engine (the review
+flags that use them: test_review_chart.py)."""
 
 import pytest
 
@@ -6,15 +7,15 @@ from service.config import VocabularySettings
 from service.transcription.transcript import TranscribeOptions
 from service.vocabulary.bias import biased, fitted
 from service.vocabulary.chart import chart_terms
-from service.vocabulary.checks import review_flags
 from service.vocabulary.models import Term
-from service.vocabulary.terms import label_names
+from service.vocabulary.terms import label_doses, label_names
 
 
 @pytest.mark.parametrize("label, product, names", [
     ("Levothyroxine Sodium 0.075 MG Oral Tablet [Synthroid]", True, ["levothyroxine", "Synthroid"]),
     ("Potassium Chloride 20 MEQ Extended Release Oral Tablet", True, ["potassium chloride"]),
     ("Tamsulosin Hydrochloride 0.4 MG Oral Capsule", True, ["tamsulosin"]),
+    ("Fluticasone Propionate 0.11 MG/ACTUAT Metered Dose Inhaler", True, ["fluticasone"]),
     ("Type 2 diabetes mellitus", False, ["type 2 diabetes mellitus"]),
     ("Essential hypertension (disorder)", False, ["essential hypertension"]),
 ])
@@ -40,6 +41,20 @@ def test_chart_terms_in_order_of_relevance_one_per_name_with_dose_units():
                                                    ("penicillin", "AllergyIntolerance"),
                                                    ("hypothyroidism", "Condition")]
     assert terms[0].unit_classes == {"microgram", "milligram"}  # the order's dose, its strengths, the statement's
+    # ... and their amounts, merged the same way: the order's 75 ug, its label's 0.075 mg, the statement's 88 mcg
+    assert terms[0].doses == {(75.0, "microgram"), (0.075, "milligram"), (88.0, "microgram")}
+    assert terms[1].doses == terms[2].doses == frozenset()
+
+
+@pytest.mark.parametrize("label, doses", [
+    ("Levothyroxine Sodium 0.075 MG Oral Tablet [Synthroid]", {(0.075, "milligram")}),
+    ("Dulaglutide 1.5 MG/0.5ML Pen Injector [Trulicity]", {(1.5, "milligram")}),  # per 0.5 mL: not a dose
+    ("Potassium Chloride 20 MEQ Extended Release Oral Tablet", {(20.0, "milliequivalent")}),
+    ("Metformin 1,000 MG Oral Tablet", {(1000.0, "milligram")}),
+    ("Vitamin D3 1000 UNT Oral Tablet", set()),  # a unit fhir-scribe does not know is not compared
+])
+def test_strengths_in_product_labels(label, doses):
+    assert label_doses(label) == doses
 
 
 def test_short_lists_are_hotwords_long_ones_the_prompt_never_both():
@@ -55,20 +70,3 @@ def test_short_lists_are_hotwords_long_ones_the_prompt_never_both():
     prompt = biased(options, "initial_prompt", terms[:2])
     assert prompt.initial_prompt == "Medications and problems: drug0, drug1." and prompt.hotwords == "department words"
 
-
-CHART = [Term("levothyroxine", "MedicationRequest", frozenset({"microgram"})), Term("apixaban", "MedicationRequest"),
-         Term("atrial fibrillation", "Condition")]
-
-
-def test_flags_point_and_never_change_the_text():
-    text = "Levothyroxine 75mg every morning. Apixiban 5 milligrams twice daily. Atrial fibrillation."
-    flags = review_flags(text, CHART, 0.8)
-    assert [(f.kind, f.text) for f in flags] == [("unit-vs-chart", "Levothyroxine 75mg"), ("unit-symbol", "75mg"),
-                                                 ("drug-near-miss", "Apixiban")]
-    assert all(text[f.start:f.end] == f.text for f in flags)
-    assert "micrograms" in flags[0].message and "apixaban" in flags[2].message
-
-
-def test_no_flags_when_the_words_agree_with_the_chart():
-    text = "Levothyroxine 75 micrograms daily and apixaban 5 milligrams. The patient is stable."
-    assert review_flags(text, CHART, 0.8) == []
