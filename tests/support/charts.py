@@ -1,9 +1,10 @@
-"""The dictations' charts (tests/fixtures/speech_meds/charts.yaml) as FHIR resources for the test FHIR server,
-and drug-name recall."""
+"""The dictations' charts (tests/fixtures/speech_meds/charts.yaml, and for the review flags also
+tests/fixtures/speech_review/charts.yaml) as FHIR resources for the test FHIR server, and drug-name recall."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,9 +12,12 @@ import httpx
 import yaml
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-CHARTS = FIXTURES / "speech_meds" / "charts.yaml"
+CHARTS = FIXTURES / "speech_meds" / "charts.yaml"  # the 8 dictations of speech/ and speech_meds/
+REVIEW_CHARTS = FIXTURES / "speech_review" / "charts.yaml"  # 6 more, in other voices, for the review flags
 _CLINICAL = "http://terminology.hl7.org/CodeSystem/{}-clinical"
 _UCUM = "http://unitsofmeasure.org"
+_UNIT_TEXT = {"[IU]": "units", "U": "units"}  # a dose's human-readable unit where it is not its UCUM code
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,8 @@ class ChartedDictation:
     patient: str  # its patient's id on the FHIR server
     chart: dict
     drugs: list[str]  # drug mentions in the reference, with repeats
+    voice: str | None = None  # the synthesizer voice, where the charts file records it
+    dose_changes: tuple[str, ...] = ()  # dictated drugs whose dictated dose deliberately differs from the chart's
 
     def resources(self) -> list[dict]:
         subject = {"reference": f"Patient/{self.patient}"}
@@ -40,7 +46,7 @@ class ChartedDictation:
                 request["medicationCodeableConcept"] = {"text": order["text"]}
             value, unit = order["dose"]
             request["dosageInstruction"] = [{"doseAndRate": [{"doseQuantity": {
-                "value": value, "unit": unit, "system": _UCUM, "code": unit}}]}]
+                "value": value, "unit": _UNIT_TEXT.get(unit, unit), "system": _UCUM, "code": unit}}]}]
             made.append(request)
         for i, text in enumerate(self.chart["statements"]):
             made.append({"resourceType": "MedicationStatement", "id": f"{self.patient}-ms{i}", "status": "active",
@@ -63,15 +69,28 @@ class ChartedDictation:
             assert response.status_code in (200, 201), f"{resource['resourceType']}: {response.status_code} {response.text}"
 
 
-def charted_dictations() -> list[ChartedDictation]:
+def charted_dictations(charts: Path | str | Iterable[Path | str] = CHARTS) -> list[ChartedDictation]:
+    """The dictations of one charts file or several (in order). By default speech_meds/charts.yaml: the eight
+    dictations of speech/ and speech_meds/, which the vocabulary tests and bench expect."""
     found = []
-    for path, chart in yaml.safe_load(CHARTS.read_text()).items():
-        name = Path(path).name
-        found.append(ChartedDictation(name=name, audio=(FIXTURES / f"{path}.ogg").read_bytes(),
-                                      reference=(FIXTURES / f"{path}.txt").read_text().strip(),
-                                      patient="vocab-" + name.removeprefix("dictation_").replace("_", "-"),
-                                      chart=chart, drugs=chart["drugs"]))
+    for file in [charts] if isinstance(charts, (Path, str)) else list(charts):
+        for path, chart in yaml.safe_load(Path(file).read_text()).items():
+            name = Path(path).name
+            found.append(ChartedDictation(name=name, audio=(FIXTURES / f"{path}.ogg").read_bytes(),
+                                          reference=(FIXTURES / f"{path}.txt").read_text().strip(),
+                                          patient="vocab-" + name.removeprefix("dictation_").replace("_", "-"),
+                                          chart=chart, drugs=chart["drugs"], voice=chart.get("voice"),
+                                          dose_changes=tuple(chart.get("dose_changes") or ())))
+    patients = [d.patient for d in found]
+    assert len(set(patients)) == len(patients), f"patient ids repeat: {patients}"
+    assert all(_FHIR_ID.fullmatch(p) for p in patients), f"not FHIR ids: {patients}"
     return found
+
+
+def review_dictations() -> list[ChartedDictation]:
+    """The 8 charted dictations and the 6 of speech_review/ (other voices, two deliberate dose changes): the set
+    the review bench and review tests measure flags on."""
+    return charted_dictations((CHARTS, REVIEW_CHARTS))
 
 
 def drugs_heard(drugs: list[str], transcript: str) -> int:

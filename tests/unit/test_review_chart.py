@@ -10,7 +10,7 @@ from service.config import ReviewSettings
 from service.review.chart import chart_flags
 from service.vocabulary.chart import chart_terms
 from service.vocabulary.models import Term
-from tests.support.charts import charted_dictations
+from tests.support.charts import review_dictations
 
 SETTINGS = ReviewSettings()
 CHART = [Term("levothyroxine", "MedicationRequest", frozenset({"microgram"})), Term("apixaban", "MedicationRequest"),
@@ -202,12 +202,12 @@ def test_the_charts_doses_reach_the_terms_from_orders_statements_and_labels():
 _CHANGE = re.compile(r"\b(increase|decrease|reduce|raise|lower|change|titrate|switch)", re.IGNORECASE)
 
 
-@pytest.mark.parametrize("dictation", charted_dictations(), ids=lambda d: d.name)
+@pytest.mark.parametrize("dictation", review_dictations(), ids=lambda d: d.name)
 def test_the_reference_texts_raise_no_false_alarms_with_their_charts(dictation):
     text = dictation.reference
     flags = chart_flags(text, terms_of(dictation.resources()), SETTINGS)
     assert [f for f in flags if f.kind in ("drug-sound-alike", "unit-vs-chart", "unit-symbol")] == []
     for flag in (f for f in flags if f.kind == "dose-vs-chart"):  # only where the dictation changes the dose
         sentence = text[text.rfind(".", 0, flag.start) + 1:flag.end]
-        changed = dictation.chart.get("dose_changes", [])
+        changed = dictation.dose_changes
         assert _CHANGE.search(sentence) or any(d in flag.message for d in changed), flag
