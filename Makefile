@@ -13,7 +13,8 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # server, Chromium is the browser of tests/browser (Playwright drives it; it downloads no browser of its own),
 # podman + runc + mmdebstrap build the container image on a stand-in base and run it (tests/container), HAProxy
 # balances several replicas and nginx terminates TLS in front of one (tests/integration/test_replicas.py, test_tls.py).
-# (espeak-ng, festival and festvox-us-slt-hts are only needed to rebuild the speech fixtures.)
+# (espeak-ng, festival, festvox-us-slt-hts, festvox-kallpc16k and festvox-kdlpc16k are only needed to rebuild the
+# speech fixtures.)
 TEST_APT := ffmpeg:ffmpeg strace:strace java:openjdk-17-jdk-headless mvn:maven node:nodejs npm:npm chromium:chromium podman:podman runc:runc mmdebstrap:mmdebstrap haproxy:haproxy nginx:nginx openssl:openssl
 
 .PHONY: serve test install system-deps bench deploy-check
