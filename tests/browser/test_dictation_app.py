@@ -2,13 +2,16 @@
 playing a speech fixture: EHR launch -> login and consent at the authorization server -> the page shows the
 patient -> record -> confirmed and tentative words stream in while speaking (/v1/realtime) -> Stop -> the
 whole recording's transcript appears as headed sections -> the clinician edits -> send -> the note is in the
-FHIR server; and the failure path: the FHIR server down at send time, the draft stays, retry succeeds once.
+FHIR server; and the failure path: the FHIR server down at send time, the draft stays, retry succeeds once; and
+each review flag plays its seconds of the clinician's own recording from the page's memory.
 Screenshots of each screen are saved under the test's temporary directory (path printed)."""
 
 import base64
+import json
 import shutil
 import subprocess
 import time
+from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 
@@ -187,4 +190,145 @@ def test_readable_at_200_percent_zoom_and_keyboard_reachable(browser, service, o
         page.keyboard.press("Tab")
         focused.append(page.evaluate("document.activeElement.id"))
     assert "note-type" in focused and "record" in focused
+    print(f"screenshots: {tmp_path}")
+
+
+# Installed before the page's own scripts: counts object URLs the page makes and does not revoke (a recording kept
+# in memory needs none; one left behind would keep the audio reachable by URL).
+COUNT_OBJECT_URLS = """
+window.objectUrlsLeft = 0;
+const createUrl = URL.createObjectURL.bind(URL), revokeUrl = URL.revokeObjectURL.bind(URL);
+URL.createObjectURL = (thing) => { window.objectUrlsLeft += 1; return createUrl(thing); };
+URL.revokeObjectURL = (url) => { window.objectUrlsLeft -= 1; return revokeUrl(url); };
+"""
+
+# Every text the playback status shows, in order (a short span may play and end between two polls).
+WATCH_PLAYBACK = """() => {
+  window.playbackSaid = [];
+  new MutationObserver(() => window.playbackSaid.push(document.getElementById("playback").textContent))
+    .observe(document.getElementById("playback"), { childList: true, subtree: true, characterData: true });
+}"""
+
+# What the page keeps in the browser's storage: none of it may hold the recording (the page stores nothing).
+STORED = """async () => ({
+  local: Object.keys(localStorage), session: Object.keys(sessionStorage),
+  databases: (await indexedDB.databases()).map((d) => d.name),
+  caches: self.caches ? await caches.keys() : [], objectUrlsLeft: window.objectUrlsLeft })"""
+
+
+def clock(seconds: float) -> str:
+    """A time as the page writes it: tenths (half up, as JavaScript's toFixed), then m:ss.s."""
+    tenths = Decimal(seconds).quantize(Decimal("0.1"), ROUND_HALF_UP)
+    minutes = int(tenths // 60)
+    return f"{minutes}:{tenths - 60 * minutes:04.1f}"
+
+
+def heard_in(flags: list[dict]) -> tuple[float, float] | None:
+    known = [f for f in flags if f.get("audio_start") is not None and f.get("audio_end") is not None
+             and f["audio_end"] >= f["audio_start"]]
+    return (min(f["audio_start"] for f in known), max(f["audio_end"] for f in known)) if known else None
+
+
+def marks(text: str, flags: list[dict]) -> list[list[dict]]:
+    """The note view's marks: overlapping flags (by characters) are one mark, as the page draws them."""
+    groups: list[list[dict]] = []
+    end = -1
+    for flag in sorted((f for f in flags if 0 <= f["start"] <= f["end"] <= len(text)),
+                       key=lambda f: (f["start"], f["end"])):
+        if groups and flag["start"] < end:
+            groups[-1].append(flag)
+            end = max(end, flag["end"])
+        else:
+            groups.append([flag])
+            end = flag["end"]
+    return groups
+
+
+def played(page, timeout: float = 30) -> list[str]:
+    """Waits for the playing started since WATCH_PLAYBACK to end; what the status said meanwhile."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        said = page.evaluate("window.playbackSaid")
+        if any(s.startswith("Stopped") for s in said):
+            return said
+        time.sleep(0.05)
+    raise AssertionError(f"playing did not end within {timeout} s: {said}")
+
+
+def test_each_flag_plays_its_span_of_the_recording_from_memory(browser, service, oidc, proxy, tmp_path):
+    """Flags are marked in the note as heard and listed with Listen buttons; a flag reached by keyboard plays its
+    own seconds of the recording (the page's status says which), with no request made and nothing stored. At 200%
+    zoom (640 CSS px), so the review with its marks must fit without horizontal scrolling."""
+    page = browser.new_context(viewport={"width": 640, "height": 900}, device_scale_factor=2).new_page()
+    page.add_init_script(COUNT_OBJECT_URLS)
+    launch_app(page, service, oidc, proxy, tmp_path)
+    dictate(page, tmp_path)
+    # The draft as the page holds it (the page's top-level `state`; DevTools cannot read back an event stream's
+    # body): the flags' offsets and seconds are the server's.
+    draft = page.evaluate("state.draft")
+    flags, text = draft["flags"], draft["text"]
+    print(f"flags: {json.dumps(flags, indent=1)}")
+    assert heard_in(flags), f"no flag with the seconds it was heard in: {flags}"
+
+    # In the list: each flag, with a Listen button when it knows its seconds.
+    items = page.locator("#flags > li")
+    assert items.count() == len(flags)
+    for item, flag in zip(items.all(), flags):
+        assert flag["text"] in item.inner_text() and flag["message"] in item.inner_text()
+        span = heard_in([flag])
+        listen = item.locator("button.listen")
+        if span:
+            assert listen.inner_text() == f"Listen ({clock(span[0])}–{clock(span[1])})"
+        else:
+            assert not listen.count()
+
+    # In the note: the text as heard, each mark a button (for flags with seconds) naming words, reason and listen.
+    assert page.is_visible("#heard-view") and "As heard" in page.inner_text("#heard-view h3")
+    shown = page.locator("#heard").evaluate("""view => { const copy = view.cloneNode(true);
+        copy.querySelectorAll(".icon, .visually-hidden").forEach((e) => e.remove()); return copy.textContent; }""")
+    groups = marks(text, flags)
+    if all(f["start"] < f["end"] for f in flags):  # (an empty span shows as "…")
+        assert shown == text
+    playable = [g for g in groups if heard_in(g)]
+    buttons = page.locator("#heard mark > button")
+    assert buttons.count() == len(playable) and page.locator("#heard mark").count() == len(groups)
+    first = playable[0]
+    words = text[min(f["start"] for f in first):max(f["end"] for f in first)]
+    name = buttons.first.get_attribute("aria-label")
+    assert name.startswith(words) and first[0]["message"] in name and "Listen" in name
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    assert page.input_value("#note-text") == text  # the textarea is still where the note is edited
+
+    # By keyboard: Tab from the top of the page to the first marked passage, then Enter.
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    for _ in range(len(flags) + 30):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement === document.querySelector('#heard mark > button')"):
+            break
+    else:
+        raise AssertionError("Tab never reached the first marked passage")
+    page.evaluate(WATCH_PLAYBACK)
+    requests = []
+    page.on("request", lambda r: requests.append(r.url))
+    start, end = heard_in(first)
+    pressed = time.monotonic()
+    page.keyboard.press("Enter")
+    said = played(page)
+    took = time.monotonic() - pressed
+    print(f"playback status: {said}, {took:.1f} s")
+    assert any(s.startswith(f"Playing {clock(start)}–{clock(end)}") for s in said), said
+    assert took >= end - start, f"{end - start:.1f} s of recording ended after {took:.1f} s"
+    page.screenshot(path=tmp_path / "8-listened.png", full_page=True)
+
+    # The list's button, by keyboard (Space), plays its own flag's seconds.
+    index, flag = next((i, f) for i, f in enumerate(flags) if heard_in([f]))
+    page.evaluate(WATCH_PLAYBACK)
+    items.nth(index).locator("button.listen").focus()
+    page.keyboard.press("Space")
+    said = played(page)
+    assert any(s.startswith(f"Playing {clock(flag['audio_start'])}–{clock(flag['audio_end'])}") for s in said), said
+
+    assert requests == [], f"playing made requests: {requests}"  # the recording is neither sent again nor fetched
+    stored = page.evaluate(STORED)
+    assert stored == {"local": [], "session": [], "databases": [], "caches": [], "objectUrlsLeft": 0}, stored
     print(f"screenshots: {tmp_path}")

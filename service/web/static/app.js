@@ -5,7 +5,10 @@
 
 const $ = (id) => document.getElementById(id);
 const state = { csrf: "", draft: null, recorder: null, chunks: [], started: 0, paused: 0, timer: null,
-                socket: null, items: null, streamable: false, refreshAt: 0 };
+                socket: null, items: null, streamable: false, refreshAt: 0,
+                // The recording the draft was made from, kept in this page's memory only (never in storage, never
+                // sent again), so that each flag can play the seconds it was heard in; decoded on first need.
+                recording: null, decoding: null, player: null, source: null, plays: 0 };
 // The live transcript while recording streams the microphone to /v1/realtime (the OpenAI Realtime transcription
 // protocol) and shows each utterance's confirmed words, then the words that may still change. It is a preview:
 // the note to review is transcribed from the whole recording after Stop, which is the more accurate of the two.
@@ -71,6 +74,9 @@ async function start() {
   });
   $("stop").addEventListener("click", () => state.recorder.stop());
   $("upload").addEventListener("change", (event) => { if (event.target.files[0]) transcribe(event.target.files[0]); });
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && state.source) { stopPlaying(); sayPlaying("Stopped."); }
+  });
   $("send").addEventListener("click", send);
   $("retry").addEventListener("click", send);
   say("Ready to dictate.");
@@ -137,6 +143,8 @@ function buttons(mode) {
 
 async function record() {
   clearError();
+  stopPlaying();  // the microphone would hear it
+  sayPlaying("");
   const stream = await navigator.mediaDevices.getUserMedia(
     { audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false } });
   // The recording comes first and depends on nothing else: whatever happens to the live transcript (or the level
@@ -306,6 +314,10 @@ function liveUnavailable(reason) {
 
 async function transcribe(blob) {
   clearError();
+  stopPlaying();
+  sayPlaying("");
+  state.recording = blob;  // the File itself for an upload: either way a Blob in memory, nothing more
+  state.decoding = null;
   say("Transcribing...");
   $("live").textContent = "";
   const form = new FormData();
@@ -384,11 +396,166 @@ function review(draft) {
     const words = document.createElement("strong");
     words.textContent = flag.text;
     item.append(words, ` — ${flag.message}`);
+    const span = heardIn([flag]);
+    if (span) {
+      const listen = document.createElement("button");
+      listen.type = "button";
+      listen.className = "listen";
+      listen.textContent = `Listen (${during(span)})`;
+      listen.setAttribute("aria-label", `Listen (${during(span)}) to: ${flag.text || "the gap"}`);
+      listen.addEventListener("click", () => play(span, flag.text));
+      item.append(" ", listen);
+    }
     list.append(item);
   }
   $("checks").hidden = !(draft.flags || []).length;
+  showHeard(draft);
   $("review").hidden = false;
   say("Review the note, then send it to the chart.");
+}
+
+// The note as heard, read-only, with each flagged passage marked. Flags that overlap are one mark (one button
+// playing from the first one's start to the last one's end) that names every reason. The draft's text is set as
+// text nodes only: it comes from the server and is never parsed as HTML.
+const KINDS = { "low-confidence": "Engine unsure", "possible-omission": "Possibly missed words",
+                "drug-sound-alike": "Sounds like a chart drug", "dose-vs-chart": "Dose differs from the chart",
+                "unit-symbol": "Unit symbol", "unit-vs-chart": "Unit differs from the chart" };
+
+function showHeard(draft) {
+  const view = $("heard");
+  view.textContent = "";
+  const text = draft.text || "";
+  const flags = (draft.flags || [])
+    .filter((f) => Number.isInteger(f.start) && Number.isInteger(f.end) && f.start >= 0 && f.start <= f.end
+                   && f.end <= text.length)
+    .sort((a, b) => a.start - b.start || a.end - b.end);
+  const groups = [];
+  for (const flag of flags) {
+    const last = groups[groups.length - 1];
+    if (last && flag.start < last.end) {
+      last.flags.push(flag);
+      last.end = Math.max(last.end, flag.end);
+    } else {
+      groups.push({ start: flag.start, end: flag.end, flags: [flag] });
+    }
+  }
+  let at = 0;
+  for (const group of groups) {
+    if (group.start > at) view.append(text.slice(at, group.start));
+    view.append(marked(group, text.slice(group.start, group.end)));
+    at = group.end;
+  }
+  if (at < text.length) view.append(text.slice(at));
+  $("heard-view").hidden = !groups.length;
+  if (groups.some((group) => heardIn(group.flags))) decoded().catch(() => {});  // ready by the first press
+}
+
+function marked(group, words) {
+  const mark = document.createElement("mark");
+  mark.className = "flagged";
+  const shown = words || "…";  // a flag with no words of its own (a gap): still something to press
+  const why = group.flags.map((f) => `${KINDS[f.kind] || f.kind}: ${f.message}`).join("; ");
+  const span = heardIn(group.flags);
+  if (!span) {
+    mark.classList.add("unplayable");
+    mark.title = why;
+    const reason = document.createElement("span");
+    reason.className = "visually-hidden";
+    reason.textContent = ` (${why}; no recording for these words)`;
+    mark.append(shown, reason);
+    return mark;
+  }
+  const button = document.createElement("button");
+  button.type = "button";
+  const icon = document.createElement("span");
+  icon.className = "icon";
+  icon.setAttribute("aria-hidden", "true");
+  icon.textContent = "▶";
+  button.append(icon, shown);
+  button.title = why;
+  button.setAttribute("aria-label", `${shown} (${why}). Listen, ${during(span)}`);
+  button.addEventListener("click", () => play(span, shown));
+  mark.append(button);
+  return mark;
+}
+
+// Where flags were heard, in seconds: from the first start to the last end among those that know; null if none.
+function heardIn(flags) {
+  const known = flags.filter((f) => Number.isFinite(f.audio_start) && Number.isFinite(f.audio_end)
+                                    && f.audio_end >= f.audio_start);
+  if (!known.length) return null;
+  return { start: Math.min(...known.map((f) => f.audio_start)), end: Math.max(...known.map((f) => f.audio_end)) };
+}
+
+function clock(seconds) {  // 72.34 -> "1:12.3"
+  const total = Number(seconds.toFixed(1));
+  const minutes = Math.floor(total / 60);
+  return `${minutes}:${(total - minutes * 60).toFixed(1).padStart(4, "0")}`;
+}
+
+function during(span) { return `${clock(span.start)}–${clock(span.end)}`; }
+
+const PLAY_PAD_S = 0.3;  // a little before and after: word timings are approximate, and a clipped word misleads
+
+function sayPlaying(text) { $("playback").textContent = text; }
+
+// The recording decoded once, from memory, at the rate the engine heard it (16 kHz: speech stays clear, and an
+// hour of it takes a quarter of the memory 48 kHz would).
+function decoded() {
+  if (!state.decoding) {
+    const blob = state.recording;
+    if (!blob) return Promise.reject(new Error("no recording in memory"));
+    state.decoding = blob.arrayBuffer().then((bytes) => new OfflineAudioContext(1, 1, 16000).decodeAudioData(bytes));
+    state.decoding.catch(() => { if (state.recording === blob) state.decoding = null; });
+  }
+  return state.decoding;
+}
+
+async function play(span, words) {
+  stopPlaying();
+  const press = ++state.plays;  // a later press wins over one still decoding
+  if (!state.recording) { sayPlaying("The recording is no longer in this page's memory."); return; }
+  if (state.recorder && state.recorder.state !== "inactive") {
+    sayPlaying("Stop recording before listening: the microphone would hear it.");
+    return;
+  }
+  // Made and resumed within the press (a user gesture), so the browser lets it sound.
+  if (!state.player) state.player = new AudioContext();
+  const resumed = state.player.resume();
+  let buffer;
+  try {
+    if (!state.decoding) sayPlaying("Preparing the recording...");
+    buffer = await decoded();
+    await resumed;
+  } catch (error) {
+    if (press === state.plays) sayPlaying("This browser could not play the recording.");
+    return;
+  }
+  if (press !== state.plays) return;
+  const from = Math.max(0, span.start - PLAY_PAD_S);
+  const to = Math.min(buffer.duration, span.end + PLAY_PAD_S);
+  if (to <= from) { sayPlaying(`${during(span)} is past the end of the recording.`); return; }
+  const source = state.player.createBufferSource();
+  source.buffer = buffer;
+  source.connect(state.player.destination);
+  source.onended = () => {
+    if (state.source !== source) return;
+    state.source = null;
+    sayPlaying(`Stopped (played ${during(span)}).`);
+  };
+  state.source = source;
+  source.start(0, from, to - from);
+  sayPlaying(`Playing ${during(span)}: “${words}”`);
+}
+
+function stopPlaying() {
+  state.plays += 1;
+  const source = state.source;
+  if (!source) return;
+  state.source = null;
+  source.onended = null;
+  try { source.stop(); } catch (error) { /* already ended */ }
+  source.disconnect();
 }
 
 async function send() {
