@@ -44,6 +44,7 @@ class HeardWord:
     audio_start: float
     audio_end: float
     probability: float  # the word's own (product of its tokens' probabilities)
+    pieces: int  # subword tokens spelling it: several for a rare or made-up word
     avg_logprob: float  # of the segment it was decoded in
     no_speech_prob: float
     compression_ratio: float
@@ -77,7 +78,8 @@ def heard_words(transcript: Transcript, note_text: str) -> list[HeardWord]:
         if target is None:
             continue
         words.append(HeardWord(start=target[0], end=target[1], text=target[2], audio_start=word.start,
-                               audio_end=word.end, probability=word.probability, avg_logprob=segment.avg_logprob,
+                               audio_end=word.end, probability=word.probability, pieces=word.pieces,
+                               avg_logprob=segment.avg_logprob,
                                no_speech_prob=segment.no_speech_prob, compression_ratio=segment.compression_ratio))
     return words
 

@@ -6,6 +6,7 @@ threads can call ``transcribe`` at once; ``num_workers`` gives each of them its 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,8 @@ from service.config import TranscriptionSettings
 from service.errors import BadRequest
 from service.transcription.models import ModelSource
 from service.transcription.transcript import Segment, TranscribeOptions, Transcript, Word
+
+_PUNCTUATION = re.compile(r"[^\w'-]")
 
 # Whisper's own fallback schedule: retry a window at a higher temperature when it looks like a repetition loop.
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -69,6 +72,12 @@ class Transcriber:
         for _ in segments:
             pass
 
+    def _pieces(self, word: str) -> int:
+        """How many of the model's subword tokens spell ``word`` (punctuation aside): one for a common word,
+        several for a rare or made-up one. The review stage reads it with the word's probability."""
+        bare = _PUNCTUATION.sub("", word)
+        return len(self.model.hf_tokenizer.encode(" " + bare, add_special_tokens=False).ids) if bare else 1
+
     def transcribe(
         self,
         audio: Audio,
@@ -96,7 +105,7 @@ class Transcriber:
 
         segments: list[Segment] = []
         for piece in pieces:
-            segment = _segment(len(segments), piece)
+            segment = _segment(len(segments), piece, self._pieces)
             segments.append(segment)
             if on_segment is not None:
                 on_segment(segment)
@@ -113,11 +122,11 @@ class Transcriber:
         )
 
 
-def _segment(index: int, piece: Any) -> Segment:
+def _segment(index: int, piece: Any, pieces: Callable[[str], int]) -> Segment:
     words = None
     if piece.words is not None:
-        words = [Word(word=w.word, start=round(w.start, 3), end=round(w.end, 3), probability=round(w.probability, 4))
-                 for w in piece.words]
+        words = [Word(word=w.word, start=round(w.start, 3), end=round(w.end, 3), probability=round(w.probability, 4),
+                      pieces=pieces(w.word)) for w in piece.words]
     return Segment(
         id=index, seek=piece.seek, start=round(piece.start, 3), end=round(piece.end, 3), text=piece.text,
         tokens=list(piece.tokens), temperature=piece.temperature or 0.0, avg_logprob=piece.avg_logprob,

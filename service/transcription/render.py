@@ -41,7 +41,8 @@ def verbose_json(transcript: Transcript, *, words: bool, segments: bool) -> dict
     if segments:
         body["segments"] = [s.model_dump(exclude={"words"}) for s in transcript.segments]
     if words:
-        body["words"] = [w.model_dump(exclude={"probability"}) for s in transcript.segments for w in s.words or []]
+        body["words"] = [w.model_dump(exclude={"probability", "pieces"})
+                         for s in transcript.segments for w in s.words or []]
     return body
 
 

@@ -14,6 +14,7 @@ class Word(BaseModel):
     start: float
     end: float
     probability: float
+    pieces: int = Field(1, ge=1, description="subword tokens spelling it: several for a rare or made-up word")
 
 
 class TimeSpan(BaseModel):

@@ -9,16 +9,17 @@ from service.sections.note import Section, StructuredNote
 from service.transcription.transcript import Segment, TimeSpan, Transcript, Word
 from service.vocabulary.models import Term
 
-SETTINGS = ReviewSettings(low_confidence_below=0.5, low_confidence_gap=1)
+SETTINGS = ReviewSettings(low_confidence_below=0.5, low_confidence_rare_below=0.65, low_confidence_gap=1)
 
 
-def transcript(*segments: list[tuple[str, float]], no_speech: float = 0.0, compression: float = 1.5) -> Transcript:
-    """Segments of (word, probability); each word lasts 0.5 s."""
+def transcript(*segments: list[tuple], no_speech: float = 0.0, compression: float = 1.5) -> Transcript:
+    """Segments of (word, probability[, subword pieces]); each word lasts 0.5 s."""
     made, clock = [], 0.0
     for i, said in enumerate(segments):
         words = []
-        for text, probability in said:
-            words.append(Word(word=" " + text, start=clock, end=clock + 0.5, probability=probability))
+        for text, probability, *pieces in said:
+            words.append(Word(word=" " + text, start=clock, end=clock + 0.5, probability=probability,
+                              pieces=pieces[0] if pieces else 1))
             clock += 0.5
         made.append(Segment(id=i, seek=0, start=words[0].start, end=words[-1].end, text="".join(w.word for w in words),
                             tokens=[], temperature=0.0, avg_logprob=-1.5 if no_speech else -0.3,
@@ -93,3 +94,11 @@ def test_every_flag_carries_the_seconds_it_points_at():
     assert (omission.audio_start, omission.audio_end) == (1.6, 4.0) and omission.text == "10 mg daily."
     unplaced = ReviewFlag(kind="unit-symbol", start=0, end=3, text="Lis", message="m")
     assert with_audio(unplaced, []) == unplaced
+
+
+def test_a_word_spelled_from_several_pieces_needs_more_confidence():
+    heard = transcript([("who", 0.9), ("reports", 0.6, 1), ("serracing", 0.61, 3), ("heart", 0.9), ("for", 0.9),
+                        ("two", 0.9), ("weeks", 0.9), ("12.5", 0.6, 3), ("milligrams", 0.9, 2)])
+    flags = low_confidence_flags(heard_words(heard, heard.text), heard.text, SETTINGS)
+    # "reports" (one piece) passes at 0.6; a number is never "rare"; "milligrams" is sure enough
+    assert [f.text for f in flags] == ["serracing"]
