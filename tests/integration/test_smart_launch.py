@@ -18,13 +18,18 @@ DOCTOR = f"Practitioner/{DEMO_PRACTITIONER}"
 KEYS = [secrets.token_urlsafe(32), secrets.token_urlsafe(32)]
 
 
+def start_app_service(log_dir, oidc, proxy, **env):
+    """The service with the SMART app on, trusting ``oidc`` for ``proxy``'s audience (+ any other settings)."""
+    return start_server(log_dir / "server.log", **TEST_LIMITS,
+                        SCRIBE_AUTH__ENABLED="true", SCRIBE_FHIR__BASE_URL=proxy.url,
+                        SCRIBE_AUTH__ISSUERS=json.dumps([{"issuer": oidc.issuer, "audiences": [proxy.url]}]),
+                        SCRIBE_SMART_APP__CLIENT_ID="scribe-app", SCRIBE_SMART_APP__SESSION_KEYS=json.dumps(KEYS),
+                        SCRIBE_AUTH__LEEWAY_S="1", **env)  # so a 3-second token is expired 5 s later
+
+
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, oidc, proxy):
-    running = start_server(tmp_path_factory.mktemp("smart") / "server.log", **TEST_LIMITS,
-                           SCRIBE_AUTH__ENABLED="true", SCRIBE_FHIR__BASE_URL=proxy.url,
-                           SCRIBE_AUTH__ISSUERS=json.dumps([{"issuer": oidc.issuer, "audiences": [proxy.url]}]),
-                           SCRIBE_SMART_APP__CLIENT_ID="scribe-app", SCRIBE_SMART_APP__SESSION_KEYS=json.dumps(KEYS),
-                           SCRIBE_AUTH__LEEWAY_S="1")  # so a 3-second token is expired 5 s later
+    running = start_app_service(tmp_path_factory.mktemp("smart"), oidc, proxy)
     yield running
     stop_server(running)
 
