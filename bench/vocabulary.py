@@ -88,7 +88,7 @@ def main() -> int:
 
 
 async def _read_charts(client, settings, dictations, rounds):  # type: ignore[no-untyped-def]
-    from service.vocabulary.chart import ChartReader
+    from service.fhir.chart_reader import ChartReader
 
     reader = ChartReader(client, settings.vocabulary)
     charts = {d.name: await reader.vocabulary(d.patient, None) for d in dictations}

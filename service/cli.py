@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
-            return _serve(args)
+            from service.serving import run
+
+            return run(args.host, args.port)
         if args.command == "sections":
             return _sections(args)
         if args.command == "dictate":
@@ -91,25 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from service.api.app import create_app, load_transcriber
-    from service.logs import configure_logging
-    from service.serving import serve, tls_context
-
-    settings = load_settings()
-    configure_logging(settings.logging.level)
-    tls = tls_context(settings.server)  # a bad certificate stops here, before the model loads
-    # Load the model before binding the port: a bad model setting stops here with its name, exit code 2.
-    app = create_app(settings, transcriber=load_transcriber(settings))
-    serve(app, settings.server, host=args.host or settings.server.host, port=args.port or settings.server.port,
-          tls=tls)
-    return 0
-
-
 def _transcribe(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from service.api.app import load_transcriber
+    from service.transcription.engine import load_transcriber
     from service.audio import decode
     from service.logs import configure_logging
     from service.transcription.render import render
@@ -118,7 +105,7 @@ def _transcribe(args: argparse.Namespace) -> int:
     configure_logging("WARNING")
     data = _read_input(args.file)
     audio = decode(data, settings.audio)
-    transcriber = load_transcriber(settings)
+    transcriber = load_transcriber(settings.transcription)
     options = transcriber.default_options()
     if args.language:
         options = options.model_copy(update={"language": args.language})
@@ -161,7 +148,7 @@ def _dictate(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from service.api.app import load_transcriber
+    from service.transcription.engine import load_transcriber
     from service.dictation import DictationService
     from service.documents.draft import DictationContext
     from service.fhir.client import FhirClient
@@ -181,7 +168,7 @@ def _dictate(args: argparse.Namespace) -> int:
     async def run() -> int:
         fhir = FhirClient(settings.fhir)
         sections = SectionsWorker(settings.sections)
-        pool = TranscriptionPool(load_transcriber(settings))
+        pool = TranscriptionPool(load_transcriber(settings.transcription))
         service = DictationService(settings, pool, sections, NoteWriter(fhir))
         bar = tqdm(total=1.0, unit="s", file=sys.stderr, desc="transcribing",
                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s audio")

@@ -115,7 +115,7 @@ def seed(base_url: str, token: str | None = None, resources: list[dict] = SEED) 
 
 
 def run(port: int = 8080, fhir_port: int = 8081) -> int:
-    from service.cli import main as cli_main
+    from service.serving import run as serve
 
     taken = [p for p in (port, fhir_port) if not port_free(p)]
     if taken:
@@ -151,7 +151,7 @@ same recording with the same type again answers "created": false, the note alrea
   fhir-scribe dictate {audio} --patient {DEMO_PATIENT} --encounter {DEMO_ENCOUNTER} \\
        --author Practitioner/{DEMO_PRACTITIONER} --note-type 11488-4 --fhir-base {base}
 """, file=sys.stderr, flush=True)
-        return cli_main(["serve", "--port", str(port)])
+        return serve(port=port)
     finally:
         fhir.terminate()
         fhir.wait(timeout=10)

@@ -22,7 +22,7 @@ from service.transcription.coverage import unheard
 from service.transcription.pool import TranscriptionPool
 from service.transcription.transcript import Segment, TranscribeOptions
 from service.vocabulary.bias import biased, fitted
-from service.vocabulary.chart import ChartReader
+from service.fhir.chart_reader import ChartReader
 from service.vocabulary.models import VocabularyUse
 
 

@@ -17,9 +17,12 @@ import uvicorn
 from fastapi import FastAPI
 
 from service import metrics
+from service.api.app import create_app
+from service.api.deps import app_runtime
 from service.api.draining import drain
-from service.config import ConfigError, ServerSettings
-from service.logs import event
+from service.config import ConfigError, ServerSettings, load_settings
+from service.logs import configure_logging, event
+from service.transcription.engine import load_transcriber
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +80,7 @@ class _DrainingServer(uvicorn.Server):
 
     async def _drain(self) -> None:
         try:
-            await drain(self.app.state, self.drain_s)
+            await drain(app_runtime(self.app), self.drain_s)
         finally:
             self.should_exit = True
 
@@ -123,3 +126,14 @@ def serve(app: FastAPI, settings: ServerSettings, host: str, port: int, tls: ssl
     event(log, "server.start", scheme="https" if tls else "http", port=port,
           metrics_port=settings.metrics_port or port, trusted_proxies=bool(settings.forwarded_allow_ips.strip()))
     asyncio.run(run())
+
+
+def run(host: str | None = None, port: int | None = None) -> int:
+    """`fhir-scribe serve` and the demo: settings, logging, the certificate, then the model, so that a bad setting
+    stops start-up at once with its name (ConfigError, exit code 2) before a port is bound."""
+    settings = load_settings()
+    configure_logging(settings.logging.level)
+    tls = tls_context(settings.server)
+    app = create_app(settings, transcriber=load_transcriber(settings.transcription))
+    serve(app, settings.server, host=host or settings.server.host, port=port or settings.server.port, tls=tls)
+    return 0

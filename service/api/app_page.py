@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends
 from starlette.responses import FileResponse, Response
 
+from service.api.deps import get_settings
+from service.config import Settings
 from service.errors import ScribeError
 from service.web import STATIC
 
@@ -14,9 +16,9 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'se
 _HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
 
 
-def _headers(request: Request) -> dict[str, str]:
+def _headers(settings: Settings) -> dict[str, str]:
     """EHRs show SMART apps in an iframe: only the origins in smart_app.frame_ancestors may frame the page."""
-    ancestors = " ".join(request.app.state.settings.smart_app.frame_ancestors)
+    ancestors = " ".join(settings.smart_app.frame_ancestors)
     return {**_HEADERS, "Content-Security-Policy": f"{CSP}; frame-ancestors {ancestors}"}
 _FILES = {"app.js": "text/javascript", "pcm-worklet.js": "text/javascript", "app.css": "text/css"}
 
@@ -26,12 +28,12 @@ class NoSuchFile(ScribeError):
 
 
 @router.get("/app/")
-async def page(request: Request) -> Response:
-    return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8", headers=_headers(request))
+async def page(settings: Settings = Depends(get_settings)) -> Response:
+    return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8", headers=_headers(settings))
 
 
 @router.get("/app/static/{name}")
-async def static(name: str, request: Request) -> Response:
+async def static(name: str, settings: Settings = Depends(get_settings)) -> Response:
     if name not in _FILES:  # a fixed list: no path from the request ever reaches the file system
         raise NoSuchFile("no such file")
-    return FileResponse(STATIC / name, media_type=_FILES[name], headers=_headers(request))
+    return FileResponse(STATIC / name, media_type=_FILES[name], headers=_headers(settings))

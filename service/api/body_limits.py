@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.bodies import BodyTooLarge, mib
 from service.api.multipart import FORM_FIELDS_BYTES
-from service.api.problems import operation_outcome, problem
+from service.api.problems import error_response
 from service.audio import AudioTooLarge
 from service.config import Settings
 from service.errors import ScribeError
@@ -100,10 +100,8 @@ class BodyLimitMiddleware:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, exc: ScribeError) -> None:
         event(log, "request.problem", status=exc.status, problem=exc.slug)
-        if _route_path(scope).startswith(self.notify_path):
-            response = operation_outcome(exc.status, exc.slug, exc.detail, exc.headers)
-        else:
-            response = problem(exc.status, exc.slug, exc.title, exc.detail, exc.headers)
+        response = error_response(_route_path(scope), self.notify_path, exc.status, exc.slug, exc.title, exc.detail,
+                                  exc.headers)
         await response(scope, receive, send)
 
 

@@ -10,11 +10,13 @@ from contextlib import ExitStack
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.encoders import jsonable_encoder
 from pydantic import ValidationError
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from sse_starlette import ServerSentEvent
+from starlette.responses import JSONResponse, Response
 
 from service.api.deps import get_dictations, get_pool, get_settings
 from service.api.bodies import json_body, read_json
 from service.api.multipart import read_upload
+from service.api.events import event_stream
 from service.api.security import authenticated, authorize_dictation, chart_readable
 from service.auth.errors import Forbidden
 from service.auth.principal import Principal
@@ -56,7 +58,7 @@ async def _read_dictation(request: Request, settings: Settings,
     requested = DictationContext.model_construct(
         patient=form.value("patient") or "", encounter=form.value("encounter") or None,
         author=form.value("author") or "", note_type=form.value("note_type") or settings.fhir.default_note_type)
-    allowed = authorize_dictation(request, principal, requested)
+    allowed = authorize_dictation(settings, principal, requested)
     try:
         ctx = DictationContext.model_validate(allowed.model_dump())
     except ValidationError as exc:
@@ -81,10 +83,11 @@ async def _draft_upload(request: Request, doc_status: str, idempotency_key: str 
 
 
 async def _draft_events(request: Request, idempotency_key: str | None, pool: TranscriptionPool, settings: Settings,
-                        dictations: DictationService, principal: Principal | None) -> StreamingResponse:
+                        dictations: DictationService, principal: Principal | None) -> Response:
     """The same draft as server-sent events: `segment` as each is decoded, then `draft` (or `error`, carrying
     the draft when there is one). The upload is read before the stream starts, then a transcription slot is
-    taken and held until the stream ends."""
+    taken and held until the stream ends. A client that leaves cancels the draft: the engine stops at its next
+    segment and the slot is freed."""
     pool.check_capacity()  # a full pool refuses before the upload is read, not after
     audio, ctx = await _read_dictation(request, settings, principal)
     rid = request_id.get() or ""
@@ -93,7 +96,7 @@ async def _draft_events(request: Request, idempotency_key: str | None, pool: Tra
         held.enter_context(pool.admission())
         admission = held.pop_all()
 
-    async def events() -> AsyncIterator[str]:
+    async def events() -> AsyncIterator[ServerSentEvent]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[dict | None] = asyncio.Queue()
 
@@ -119,11 +122,13 @@ async def _draft_events(request: Request, idempotency_key: str | None, pool: Tra
             task = asyncio.create_task(produce())
             try:
                 while (item := await queue.get()) is not None:
-                    yield f"event: {item['type']}\ndata: {json.dumps(item)}\n\n"
+                    yield ServerSentEvent(json.dumps(item), event=item["type"])
             finally:
-                await task if task.done() else task.cancel()
+                if not task.done():
+                    task.cancel()  # the client left: stop the draft (and with it the engine)
+                    await asyncio.gather(task, return_exceptions=True)
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+    return event_stream(events())
 
 
 @router.post("/v1/dictations", openapi_extra={"requestBody": _FORM}, status_code=201,
@@ -156,7 +161,7 @@ async def commit_dictation(request: Request, dictations: DictationService = Depe
                            settings: Settings = Depends(get_settings),
                            principal: Principal | None = Depends(authenticated)) -> JSONResponse:
     draft = await read_json(request, Draft, settings.server.max_json_bytes)  # authenticated first, then read
-    if authorize_dictation(request, principal, draft.context) != draft.context:
+    if authorize_dictation(settings, principal, draft.context) != draft.context:
         raise Forbidden("the draft's patient, encounter or author differs from the access token's launch context")
     final = draft.model_copy(update={"doc_status": "final"})
     result = await dictations.commit(final, request_id=request_id.get() or "")

@@ -13,11 +13,16 @@ import asyncio
 import logging
 import time
 
+from typing import TYPE_CHECKING
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
-from service.api.problems import operation_outcome, problem
+from service.api.problems import error_response
 from service.logs import event
+
+if TYPE_CHECKING:
+    from service.api.deps import Runtime
 
 log = logging.getLogger(__name__)
 # Probes and scrapes are answered while draining, and are not work to wait for.
@@ -52,17 +57,17 @@ class Drain:
         return True
 
 
-async def drain(state: object, seconds: float) -> None:
+async def drain(runtime: Runtime, seconds: float) -> None:
     """Stop admitting, refuse audio not yet on a worker, let work in hand finish for up to ``seconds``."""
-    gate: Drain = state.drain  # type: ignore[attr-defined]
+    gate = runtime.drain
     gate.draining = True
     metrics.DRAINING.set(1)
-    pool = getattr(state, "pool", None)
+    pool = runtime.pool
     if pool is not None:
         pool.drain()  # audio not yet on a worker: 503 now, retried elsewhere
     deadline = time.monotonic() + seconds
     event(log, "drain.start", in_flight=gate.in_flight, drain_s=seconds)
-    subscriptions = getattr(state, "subscriptions", None)
+    subscriptions = runtime.subscriptions
     waits = [gate.wait_idle(seconds)]
     if subscriptions is not None:
         waits.append(subscriptions.drain(deadline))
@@ -114,8 +119,5 @@ class DrainMiddleware:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1012, "reason": "service restarting"})
             return
-        if scope["path"].startswith(self.fhir_path):
-            response = operation_outcome(503, "draining", detail, headers)
-        else:
-            response = problem(503, "draining", "Service restarting", detail, headers)
+        response = error_response(scope["path"], self.fhir_path, 503, "draining", "Service restarting", detail, headers)
         await response(scope, receive, send)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from starlette.responses import JSONResponse, Response
 
 from service import metrics
-from service.api.deps import get_pool
+from service.api.deps import get_drain, get_pool, get_settings
+from service.api.draining import Drain
+from service.config import Settings
 from service.transcription.pool import TranscriptionPool
 
 router = APIRouter(tags=["health"])
@@ -18,11 +20,12 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="The model is loaded and warmed up, and the replica is not draining")
-async def readyz(request: Request, pool: TranscriptionPool = Depends(get_pool)) -> Response:
-    if request.app.state.drain.draining:  # after SIGTERM: out of the load balancer's rotation, work in hand finishing
-        return JSONResponse({"status": "draining", "in_flight": request.app.state.drain.in_flight}, status_code=503)
+async def readyz(drain: Drain = Depends(get_drain), settings: Settings = Depends(get_settings),
+                 pool: TranscriptionPool = Depends(get_pool)) -> Response:
+    if drain.draining:  # after SIGTERM: out of the load balancer's rotation, work in hand finishing
+        return JSONResponse({"status": "draining", "in_flight": drain.in_flight}, status_code=503)
     engine = pool.transcriber
-    auth = request.app.state.settings.auth
+    auth = settings.auth
     return JSONResponse({
         "status": "ready", "model": engine.source.name, "model_revision": engine.source.revision,
         "device": engine.device, "compute_type": engine.compute_type, "admitted_jobs": pool.admitted,

@@ -14,7 +14,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
-from service.api.problems import operation_outcome, problem
+from service.api.problems import error_response
 from service.logs import event, request_id
 
 log = logging.getLogger("service.access")
@@ -56,10 +56,7 @@ class RequestContextMiddleware:
             if responded:
                 raise
             detail = "an unexpected error occurred; quote the request_id when reporting it"
-            if scope["path"].startswith(self.fhir_path):
-                response = operation_outcome(500, "internal-error", detail)
-            else:
-                response = problem(500, "internal-error", "Internal error", detail)
+            response = error_response(scope["path"], self.fhir_path, 500, "internal-error", "Internal error", detail)
             await response(scope, receive, send_with_id)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")  # a template: never a raw path (ids)

@@ -27,6 +27,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from python_multipart.exceptions import FormParserError
 from starlette.requests import ClientDisconnect, Request
 
+from service.api.deps import get_uploads
 from service.audio import AudioTooLarge
 from service.config import AudioLimits
 from service.errors import BadRequest, Overloaded, ScribeError, Unprocessable
@@ -72,20 +73,9 @@ class UploadGate:
             self.receiving -= 1
 
 
-def upload_gate(request: Request) -> UploadGate:
-    """The process's gate, made from the settings on first use."""
-    state = request.app.state
-    gate = getattr(state, "upload_gate", None)
-    if gate is None:
-        settings = state.settings
-        gate = state.upload_gate = UploadGate(settings.audio.max_concurrent_uploads,
-                                              settings.transcription.retry_after_s)
-    return gate
-
-
 async def read_upload(request: Request, limits: AudioLimits) -> Form:
     """An upload form, received under an upload slot at the minimum rate."""
-    with upload_gate(request).slot():
+    with get_uploads(request).slot():
         return await read_form(request, max_file_bytes=limits.max_upload_bytes,
                                min_bytes_per_s=limits.min_upload_bytes_per_s, grace_s=limits.upload_grace_s)
 

@@ -9,12 +9,15 @@ import asyncio
 import hmac
 import logging
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import JSONResponse
 
+from service.api.deps import get_settings, get_subscriptions
 from service.auth.errors import InvalidToken
+from service.config import Settings
 from service.errors import ScribeError
 from service.logs import event
+from service.subscriptions.dispatcher import Dispatcher
 from service.subscriptions.notifications import parse
 
 log = logging.getLogger(__name__)
@@ -36,10 +39,9 @@ def router(path: str) -> APIRouter:
     return routes
 
 
-async def notified(request: Request, resource_type: str | None = None,
-                   resource_id: str | None = None) -> JSONResponse:
-    dispatcher = request.app.state.subscriptions
-    settings = request.app.state.settings
+async def notified(request: Request, resource_type: str | None = None, resource_id: str | None = None,
+                   dispatcher: Dispatcher | None = Depends(get_subscriptions),
+                   settings: Settings = Depends(get_settings)) -> JSONResponse:
     if dispatcher is None:
         raise NotifyOff("set subscriptions.secret to receive Subscription notifications")
     offered = request.headers.get(settings.subscriptions.secret_header, "")

@@ -13,7 +13,9 @@ from starlette.exceptions import HTTPException
 from fastapi.encoders import jsonable_encoder
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from service.api.deps import get_refusals
 from service.auth.errors import Forbidden
+from service.config import Settings
 from service.errors import PROBLEM_BASE, ScribeError
 from service.logs import event, request_id
 from service.web import error_page
@@ -45,6 +47,15 @@ def operation_outcome(status: int, slug: str, detail: str, headers: dict[str, st
     return JSONResponse(body, status_code=status, media_type="application/fhir+json", headers=headers)
 
 
+def error_response(path: str, fhir_path: str, status: int, slug: str, title: str, detail: str,
+                   headers: dict[str, str] | None = None, **extra: object) -> JSONResponse:
+    """The error in the caller's language: an OperationOutcome under the FHIR-facing path (the Subscription
+    endpoint: the caller is a FHIR server), a problem document everywhere else."""
+    if path.startswith(fhir_path):
+        return operation_outcome(status, slug, detail, headers)
+    return problem(status, slug, title, detail, headers, **extra)
+
+
 # Where a clinician's browser lands by navigation (the EHR's redirects, the app's page): a failure there is a
 # page for a person when the browser asks for HTML, and problem+json for everyone else.
 _BROWSER_PATHS = ("/smart/launch", "/smart/callback", "/app/")
@@ -57,23 +68,21 @@ def _wants_html(request: Request) -> bool:
     return "text/html" in accept and "application/problem+json" not in accept
 
 
-def install_problem_handlers(app: FastAPI) -> None:
-    fhir_facing = app.state.settings.subscriptions.path
+def install_problem_handlers(app: FastAPI, settings: Settings) -> None:
+    fhir_facing = settings.subscriptions.path
 
     def respond(request: Request, status: int, slug: str, title: str, detail: str,
                 headers: dict[str, str] | None = None, **extra: object) -> Response:
-        if request.url.path.startswith(fhir_facing):
-            return operation_outcome(status, slug, detail, headers)
         if request.url.path.startswith(_BROWSER_PATHS) and _wants_html(request):
             page = error_page.render(title, _text(detail), slug, request_id.get(),
-                                     request.app.state.settings.smart_app.public_url)
+                                     settings.smart_app.public_url)
             return HTMLResponse(page, status_code=status, headers={**(headers or {}), **_PAGE_HEADERS})
-        return problem(status, slug, title, detail, headers, **extra)
+        return error_response(request.url.path, fhir_facing, status, slug, title, detail, headers, **extra)
 
     @app.exception_handler(Forbidden)
     async def _forbidden(request: Request, exc: Forbidden) -> Response:
         principal = getattr(request.state, "principal", None)
-        auditor = getattr(request.app.state, "refusals", None)
+        auditor = get_refusals(request)
         if principal is not None and auditor is not None:
             auditor.record(user=principal.fhir_user, client_id=principal.client_id, patient=principal.patient,
                            request_id=request_id.get() or "")

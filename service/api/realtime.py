@@ -16,10 +16,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from service.api.deps import get_dictations, get_pool, get_refusals, get_settings
+from service.api.deps import get_cookies, get_dictations, get_pool, get_refusals, get_settings, get_tokens
 from service.api.problems import problem
-from service.api.security import chart_readable, stream_patient, stream_principal
+from service.api.security import authenticated, chart_readable, stream_patient
 from service.auth.errors import Forbidden
+from service.auth.session import SealedCookies
+from service.auth.tokens import TokenValidator
 from service.config import Settings
 from service.dictation import DictationService
 from service.errors import ScribeError
@@ -36,13 +38,15 @@ router = APIRouter(tags=["OpenAI-compatible"])
 async def realtime(websocket: WebSocket, settings: Settings = Depends(get_settings),
                    pool: TranscriptionPool = Depends(get_pool),
                    dictations: DictationService = Depends(get_dictations),
-                   refusals: RefusalAuditor | None = Depends(get_refusals)) -> None:
+                   refusals: RefusalAuditor | None = Depends(get_refusals),
+                   tokens: TokenValidator | None = Depends(get_tokens),
+                   cookies: SealedCookies | None = Depends(get_cookies)) -> None:
     intent = websocket.query_params.get("intent", "transcription")
     try:
         if intent != "transcription":
             raise _NotServed(f"intent '{intent}' is not served here: fhir-scribe serves ?intent=transcription")
-        principal = await stream_principal(websocket)
-        patient = stream_patient(websocket, principal, websocket.query_params.get("patient"))
+        principal = await authenticated(websocket, tokens, settings, cookies)  # refusals answered below, as HTTP
+        patient = stream_patient(settings, principal, websocket.query_params.get("patient"))
         with pool.stream_admission(settings.realtime.max_streams):
             options = await dictations.live_options(patient, chart_readable(principal))
             await websocket.accept()

@@ -10,10 +10,11 @@ from pydantic import BaseModel, Field
 
 from service.api.bodies import json_body, read_json
 from service.api.security import authenticated
-from service.api.deps import get_settings
+from service.api.deps import get_sections, get_settings
 from service.config import Settings
 from service.logs import event
 from service.sections.note import StructuredNote
+from service.sections.worker import SectionsWorker
 
 router = APIRouter(tags=["sections"], dependencies=[Depends(authenticated)])
 log = logging.getLogger(__name__)
@@ -30,10 +31,11 @@ class SectionsResponse(StructuredNote):
 
 @router.post("/v1/sections", response_model=SectionsResponse, openapi_extra=json_body(SectionsRequest),
              summary="Structure a transcript into LOINC-coded sections")
-async def create_sections(request: Request, settings: Settings = Depends(get_settings)) -> SectionsResponse:
+async def create_sections(request: Request, settings: Settings = Depends(get_settings),
+                          sections: SectionsWorker = Depends(get_sections)) -> SectionsResponse:
     body = await read_json(request, SectionsRequest, settings.server.max_json_bytes)  # authenticated first
     started = time.perf_counter()
-    note = await request.app.state.sections.structure(body.text)
+    note = await sections.structure(body.text)
     event(log, "sections.done", chars=len(body.text), sections=len(note.sections), findings=len(note.findings),
           commands=len(note.dictation_commands), ms=round((time.perf_counter() - started) * 1000, 1))
     return SectionsResponse(**note.model_dump(), rendered_text=note.render_text(), rendered_xhtml=note.render_xhtml())

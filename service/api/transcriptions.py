@@ -12,11 +12,12 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field, ValidationError
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from service.audio import decode
 from service.config import Settings
 from service.errors import BadRequest, ScribeError, Unprocessable
+from service.api.events import event_stream
 from service.api.security import authenticated
 from service.api.deps import get_pool, get_settings
 from service.api.multipart import Form, read_upload
@@ -96,8 +97,7 @@ async def create_transcription(request: Request, pool: TranscriptionPool = Depen
         audio = await asyncio.to_thread(decode, form.files.pop("file"), settings.audio)
 
         if params.stream:
-            return StreamingResponse(_events(pool.stream(audio, options), held.pop_all()),
-                                     media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+            return event_stream(_events(pool.stream(audio, options), held.pop_all()))
         transcript = await pool.transcribe(audio, options)
     body = render(transcript, params.response_format, words="word" in params.timestamp_granularities,
                   segments="segment" in params.timestamp_granularities)
@@ -111,25 +111,28 @@ async def list_models(pool: TranscriptionPool = Depends(get_pool)) -> dict[str, 
                                         "revision": source.revision}]}
 
 
-async def _events(items: AsyncIterator[Segment | Transcript], admission: ExitStack) -> AsyncIterator[str]:
-    """OpenAI's transcription stream events: a text delta per segment (with its times), then done."""
+async def _events(items: AsyncIterator[Segment | Transcript], admission: ExitStack) -> AsyncIterator[dict[str, str]]:
+    """OpenAI's transcription stream events: a text delta per segment (with its times), then done. Leaving early
+    closes ``items``, which stops the engine at its next segment."""
     with admission:
         try:
             async for item in items:
                 if isinstance(item, Segment):
-                    yield _sse({"type": "transcript.text.delta", "delta": item.text, "segment_id": str(item.id),
-                                "start": item.start, "end": item.end})
+                    yield _data({"type": "transcript.text.delta", "delta": item.text, "segment_id": str(item.id),
+                                 "start": item.start, "end": item.end})
                 else:
-                    yield _sse({"type": "transcript.text.done", "text": item.text, "language": item.language,
-                                "duration": item.duration_s})
+                    yield _data({"type": "transcript.text.done", "text": item.text, "language": item.language,
+                                 "duration": item.duration_s})
         except ScribeError as exc:
-            yield "event: error\n" + _sse({"error": {"message": exc.detail, "type": exc.slug}})
+            yield {"event": "error", **_data({"error": {"message": exc.detail, "type": exc.slug}})}
             return
-        yield "data: [DONE]\n\n"
+        finally:
+            await items.aclose()  # type: ignore[attr-defined]
+        yield {"data": "[DONE]"}
 
 
-def _sse(payload: dict[str, object]) -> str:
-    return f"data: {json.dumps(payload)}\n\n"
+def _data(payload: dict[str, object]) -> dict[str, str]:
+    return {"data": json.dumps(payload)}
 
 
 def _check_model(requested: str | None, served: str) -> None:

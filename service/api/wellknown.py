@@ -3,9 +3,12 @@ authenticates with private_key_jwt), for the EHR's token endpoint."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Any
+
+from fastapi import APIRouter, Depends
 from starlette.responses import JSONResponse
 
+from service.api.deps import get_public_keys
 from service.errors import ScribeError
 
 router = APIRouter(tags=["well-known"])
@@ -16,8 +19,7 @@ class NoKeys(ScribeError):
 
 
 @router.get("/.well-known/jwks.json", summary="fhir-scribe's public keys (Backend Services, SMART app)")
-async def jwks(request: Request) -> JSONResponse:
-    keys = request.app.state.public_keys
+async def jwks(keys: list[dict[str, Any]] = Depends(get_public_keys)) -> JSONResponse:
     if not keys:
         raise NoKeys("fhir-scribe has no key configured (auth.backend_services, or smart_app.private_key_path)")
     return JSONResponse({"keys": keys}, media_type="application/jwk-set+json",

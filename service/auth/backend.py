@@ -14,7 +14,7 @@ import time
 
 from joserfc.jwk import ECKey, RSAKey
 
-from service.auth.oauth import Discovery, TokenRequestFailed, load_private_key, oauth_client, token_request
+from service.auth.oauth import AuthServers, TokenRequestFailed, load_private_key, token_request
 from service.config import BackendServicesSettings
 from service.errors import ScribeError
 from service.logs import event
@@ -32,12 +32,12 @@ def load_key(settings: BackendServicesSettings) -> RSAKey | ECKey:
 
 
 class BackendServices:
-    def __init__(self, settings: BackendServicesSettings, fhir_base_url: str, discovery: Discovery) -> None:
+    def __init__(self, settings: BackendServicesSettings, fhir_base_url: str, servers: AuthServers) -> None:
         self.settings = settings
         self.fhir_base_url = fhir_base_url.rstrip("/")
         self.key = load_key(settings)
-        self.discovery = discovery
-        self.oauth = oauth_client(settings.client_id, "private_key_jwt", key=self.key)
+        self.discovery = servers.discovery
+        self.oauth = servers.oauth_client(settings.client_id, "private_key_jwt", key=self.key)
         self._token: str | None = None
         self._expires_at = 0.0
         self._lock = asyncio.Lock()
@@ -48,9 +48,6 @@ class BackendServices:
                 await self._refresh()
             assert self._token is not None
             return self._token
-
-    async def aclose(self) -> None:
-        await self.oauth.aclose()
 
     async def _refresh(self) -> None:
         try:

@@ -2,8 +2,9 @@
 
 Three registrations may exist with the EHR: the SMART app (public with PKCE, or confidential with a secret or a
 key), Backend Services (private_key_jwt), and the caller of the introspection endpoint. Each gets one Authlib
-``AsyncOAuth2Client`` (its HTTP connection pool lives as long as the service); the PKCE, client authentication and
-token-response handling are Authlib's. What is SMART's own stays here: the ``kid``/``typ`` header and the 5-minute
+``AsyncOAuth2Client``; the PKCE, client authentication and token-response handling are Authlib's. All of them, and
+every other request to the authorization servers (discovery, JWKS, the EHR's style document), share one HTTP
+connection pool (``AuthServers``), closed once at shutdown. What is SMART's own stays here: the ``kid``/``typ`` header and the 5-minute
 lifetime of a client assertion, and the discovery of the EHR's endpoints (one place, cached with a TTL).
 """
 
@@ -14,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import httpx2
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
@@ -83,13 +83,37 @@ class _SmartPrivateKeyJWT(PrivateKeyJWT):
                                     expires_in=ASSERTION_LIFETIME_S)
 
 
-def oauth_client(client_id: str, method: ClientAuthMethod = "none", *, secret: str | None = None,
-                 key: RSAKey | ECKey | None = None) -> AsyncOAuth2Client:
-    """One registration's client. ``secret`` for client_secret_basic/post, ``key`` for private_key_jwt."""
+class AuthServers:
+    """The authorization servers as one upstream: one connection pool (an httpx2 transport, Authlib's HTTP
+    library) for plain requests (``http``), the endpoint discovery and every registration's OAuth client."""
+
+    def __init__(self, timeout_s: float = _TIMEOUT_S) -> None:
+        self._transport = httpx2.AsyncHTTPTransport()
+        self.timeout_s = timeout_s
+        self.http = httpx2.AsyncClient(timeout=timeout_s, transport=self._transport)
+        self.discovery = Discovery(self.http)
+
+    def oauth_client(self, client_id: str, method: ClientAuthMethod = "none", *, secret: str | None = None,
+                     key: RSAKey | ECKey | None = None) -> AsyncOAuth2Client:
+        """One registration's client. ``secret`` for client_secret_basic/post, ``key`` for private_key_jwt."""
+        return _oauth_client(client_id, method, secret, key, self._transport, self.timeout_s)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()  # and with it the transport the OAuth clients share
+
+    async def __aenter__(self) -> "AuthServers":
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+
+def _oauth_client(client_id: str, method: ClientAuthMethod, secret: str | None, key: RSAKey | ECKey | None,
+                  transport: httpx2.AsyncHTTPTransport, timeout_s: float) -> AsyncOAuth2Client:
     # Introspection authenticates like the token endpoint (Authlib reads revocation_endpoint_auth_method there).
     client = AsyncOAuth2Client(client_id=client_id, client_secret=secret if key is None else "unused",
                                token_endpoint_auth_method=method, revocation_endpoint_auth_method=method,
-                               code_challenge_method="S256", timeout=_TIMEOUT_S)
+                               code_challenge_method="S256", timeout=timeout_s, transport=transport)
     if method == "private_key_jwt":
         if key is None:
             raise ValueError("private_key_jwt needs a key")
@@ -121,7 +145,7 @@ class Discovery:
     """``{base}/.well-known/smart-configuration`` (else ``openid-configuration``), cached per base URL for a
     while: every launch, token refresh and key look-up needs it, and an EHR moves its endpoints rarely."""
 
-    def __init__(self, http: httpx.AsyncClient, ttl_s: float = _DISCOVERY_TTL_S) -> None:
+    def __init__(self, http: httpx2.AsyncClient, ttl_s: float = _DISCOVERY_TTL_S) -> None:
         self._http = http
         self._ttl_s = ttl_s
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -137,7 +161,7 @@ class Discovery:
                 try:
                     response = await self._http.get(base + path, headers={"Accept": "application/json"})
                     config = response.json() if response.status_code == 200 else None
-                except (httpx.HTTPError, ValueError):
+                except (httpx2.HTTPError, ValueError):
                     config = None
                 if isinstance(config, dict) and all(isinstance(config.get(k), str) for k in required):
                     self._cache[base] = (time.monotonic(), config)

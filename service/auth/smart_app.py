@@ -19,13 +19,13 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import httpx2
 from joserfc.jwk import ECKey, RSAKey
 
 from service.auth.errors import InvalidToken
 from service.auth.principal import Principal
 from service.auth.scopes import parse
-from service.auth.oauth import Discovery, TokenRequestFailed, oauth_client, token_request
+from service.auth.oauth import AuthServers, TokenRequestFailed, token_request
 from service.auth.tokens import TokenValidator
 from service.config import SmartAppSettings
 from service.documents.draft import FHIR_ID
@@ -41,18 +41,15 @@ class LaunchFailed(ScribeError):
 
 class SmartAppClient:
     def __init__(self, settings: SmartAppSettings, fhir_base_url: str, validator: TokenValidator,
-                 discovery: Discovery, http: httpx.AsyncClient, key: RSAKey | ECKey | None = None) -> None:
+                 servers: AuthServers, key: RSAKey | ECKey | None = None) -> None:
         """``http``: the client for the EHR's hosts (its style document); ``key``: for private_key_jwt."""
         self.settings = settings
         self.fhir_base_url = fhir_base_url.rstrip("/")
         self.validator = validator
-        self.discovery = discovery
-        self._http = http
+        self.discovery = servers.discovery
+        self._http = servers.http
         secret = settings.client_secret.get_secret_value() if settings.client_secret else None
-        self.oauth = oauth_client(settings.client_id, settings.client_auth, secret=secret, key=key)
-
-    async def aclose(self) -> None:
-        await self.oauth.aclose()
+        self.oauth = servers.oauth_client(settings.client_id, settings.client_auth, secret=secret, key=key)
 
     async def begin(self, iss: str, launch: str | None, redirect_uri: str) -> tuple[str, dict[str, Any]]:
         """(URL to send the browser to, what the callback will need: to be sealed into a cookie)."""
@@ -132,7 +129,7 @@ class SmartAppClient:
         try:
             response = await self._http.get(url, timeout=2)
             return response.json() if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
+        except (httpx2.HTTPError, ValueError):
             return None
 
     @staticmethod

@@ -18,14 +18,14 @@ import time
 from base64 import urlsafe_b64decode
 from typing import Any
 
-import httpx
+import httpx2
 from joserfc import jwt
 from joserfc.errors import BadSignatureError, JoseError
 from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
 from service.auth.errors import InvalidToken, MalformedAuthorization
-from service.auth.oauth import Discovery, TokenRequestFailed, load_private_key, oauth_client, token_request
+from service.auth.oauth import AuthServers, TokenRequestFailed, load_private_key, token_request
 from service.auth.principal import Principal
 from service.auth.scopes import parse
 from service.config import AuthSettings, IssuerSettings
@@ -46,13 +46,13 @@ _B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
 
 
 class _Issuer:
-    def __init__(self, config: IssuerSettings, http: httpx.AsyncClient, discovery: Discovery, min_refresh_s: float,
+    def __init__(self, config: IssuerSettings, servers: AuthServers, min_refresh_s: float,
                  ttl_s: float) -> None:
         self.config = config
-        self._http = http
-        self._discovery = discovery
+        self._http = servers.http
+        self._discovery = servers.discovery
         intro = config.introspection
-        self.introspection = None if intro is None else oauth_client(
+        self.introspection = None if intro is None else servers.oauth_client(
             intro.client_id, intro.auth_method,
             secret=intro.client_secret.get_secret_value() if intro.client_secret else None,
             key=load_private_key(intro.private_key_path, None, "SCRIBE_AUTH__ISSUERS[].introspection.private_key_path")
@@ -83,7 +83,7 @@ class _Issuer:
             response = await self._http.get(url)
             response.raise_for_status()
             return response.json()
-        except (httpx.HTTPError, ValueError) as exc:
+        except (httpx2.HTTPError, ValueError) as exc:
             raise InvalidToken(f"cannot fetch the signing keys of {self.config.issuer} ({type(exc).__name__})") from None
 
     async def _discover_jwks_url(self) -> str:
@@ -94,25 +94,20 @@ class _Issuer:
 
 
 class TokenValidator:
-    def __init__(self, settings: AuthSettings, http: httpx.AsyncClient | None = None,
-                 discovery: Discovery | None = None) -> None:
-        """``http``: the client for the authorization servers (JWKS, discovery); closed by whoever made it."""
+    def __init__(self, settings: AuthSettings, servers: AuthServers | None = None) -> None:
+        """``servers``: the connection pool to the authorization servers, closed by whoever made it (one of its
+        own without it)."""
         self.settings = settings
-        self._own_http = http is None
-        self._http = http or httpx.AsyncClient(timeout=10)
-        discovery = self._discovery = discovery or Discovery(self._http)
+        self._own_servers = servers is None
+        self._servers = servers = servers or AuthServers()
         self._ehr_issuers: dict[str, _Issuer] = {}  # the SMART app's EHR, when not among auth.issuers
         self._introspected: dict[bytes, tuple[float, Principal]] = {}  # token digest -> (until, principal)
-        self._issuers = {i.issuer.rstrip("/"): _Issuer(i, self._http, discovery, settings.jwks_min_refresh_s,
-                                                       settings.jwks_ttl_s)
+        self._issuers = {i.issuer.rstrip("/"): _Issuer(i, servers, settings.jwks_min_refresh_s, settings.jwks_ttl_s)
                          for i in settings.issuers}
 
     async def aclose(self) -> None:
-        for issuer in self._issuers.values():
-            if issuer.introspection is not None:
-                await issuer.introspection.aclose()
-        if self._own_http:
-            await self._http.aclose()
+        if self._own_servers:
+            await self._servers.aclose()
 
     async def principal(self, authorization: str | None) -> Principal:
         if not authorization:
@@ -204,7 +199,7 @@ class TokenValidator:
         issuer = self._ehr_issuers.get(url)
         if issuer is None:
             config = IssuerSettings(issuer=url, audiences=[client_id], jwks_url=jwks_uri)
-            issuer = self._ehr_issuers[url] = _Issuer(config, self._http, self._discovery, self.settings.jwks_min_refresh_s,
+            issuer = self._ehr_issuers[url] = _Issuer(config, self._servers, self.settings.jwks_min_refresh_s,
                                                       self.settings.jwks_ttl_s)
         return issuer
 

@@ -6,7 +6,9 @@ threads can call ``transcribe`` at once; ``num_workers`` gives each of them its 
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,9 +20,11 @@ from faster_whisper.tokenizer import _LANGUAGE_CODES
 from service.audio import SAMPLE_RATE, Audio
 from service.config import TranscriptionSettings
 from service.errors import BadRequest
-from service.transcription.models import ModelSource
+from service.logs import event
+from service.transcription.models import ModelSource, resolve_model
 from service.transcription.transcript import Segment, TranscribeOptions, Transcript, Word
 
+log = logging.getLogger(__name__)
 _PUNCTUATION = re.compile(r"[^\w'-]")
 
 # Whisper's own fallback schedule: retry a window at a higher temperature when it looks like a repetition loop.
@@ -29,6 +33,10 @@ FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 class Cancelled(Exception):
     """The consumer went away (e.g. a streaming client disconnected); stop decoding to free the worker."""
+
+    def __init__(self, decoded_s: float) -> None:
+        super().__init__(f"stopped after {decoded_s:.1f} s of audio")
+        self.decoded_s = decoded_s
 
 
 class Transcriber:
@@ -110,7 +118,7 @@ class Transcriber:
             if on_segment is not None:
                 on_segment(segment)
             if should_stop is not None and should_stop():
-                raise Cancelled()
+                raise Cancelled(segment.end)
         return Transcript(
             text="".join(s.text for s in segments).strip(),
             language=info.language,
@@ -143,3 +151,16 @@ def _device_and_compute(settings: TranscriptionSettings) -> tuple[str, str]:
         # The packaged weights are float16; CPUs need int8 (or float32) asked for explicitly.
         compute = "float16" if device == "cuda" else "int8"
     return device, compute
+
+
+def load_transcriber(settings: TranscriptionSettings) -> Transcriber:
+    """The configured model, resolved, loaded and warmed up: the first dictation should not pay for the load, and
+    a bad model setting should stop start-up with its name, before a port is bound."""
+    started = time.perf_counter()
+    source = resolve_model(settings.model, settings.model_cache_dir)
+    transcriber = Transcriber(source, settings)
+    transcriber.warm_up()
+    event(log, "model.ready", model=source.name, revision=source.revision, device=transcriber.device,
+          compute_type=transcriber.compute_type, num_workers=settings.num_workers,
+          load_s=round(time.perf_counter() - started, 2))
+    return transcriber

@@ -23,7 +23,7 @@ from service import metrics
 from service.audio import Audio
 from service.errors import Overloaded
 from service.logs import event
-from service.transcription.engine import Transcriber
+from service.transcription.engine import Cancelled, Transcriber
 from service.transcription.transcript import Segment, TranscribeOptions, Transcript
 
 log = logging.getLogger(__name__)
@@ -104,10 +104,18 @@ class TranscriptionPool:
 
     async def transcribe(self, audio: Audio, options: TranscribeOptions,
                          on_segment: Callable[[Segment], None] | None = None) -> Transcript:
-        """``on_segment`` is called on the worker thread as each segment is decoded (e.g. a progress bar)."""
+        """``on_segment`` is called on the worker thread as each segment is decoded (e.g. a progress bar). If the
+        caller is cancelled (a streaming client left), the worker stops at its next segment instead of decoding
+        the rest of the recording for nobody."""
         started = time.perf_counter()
-        job = self._submit(functools.partial(self._run, audio, options, on_segment=on_segment))
-        transcript = await self._result(job)
+        stop = threading.Event()
+        job = self._submit(functools.partial(self._run, audio, options, on_segment=on_segment,
+                                             should_stop=stop.is_set))
+        try:
+            transcript = await self._result(job)
+        except asyncio.CancelledError:
+            stop.set()
+            raise
         self._log_done(audio, transcript, started)
         return transcript
 
@@ -169,7 +177,12 @@ class TranscriptionPool:
     def _run(self, audio: Audio, options: TranscribeOptions, **hooks: object) -> Transcript:
         """On a worker thread: the engine, counted as running (it was counted as waiting until now)."""
         with metrics.running_transcription(self.transcriber.source.name, audio.duration_s):
-            return self.transcriber.transcribe(audio, options, **hooks)  # type: ignore[arg-type]
+            try:
+                return self.transcriber.transcribe(audio, options, **hooks)  # type: ignore[arg-type]
+            except Cancelled as stopped:
+                event(log, "transcription.stopped", reason="caller-left", audio_s=round(audio.duration_s, 1),
+                      decoded_s=round(stopped.decoded_s, 1))
+                raise
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

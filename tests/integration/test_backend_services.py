@@ -12,7 +12,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from service.auth.backend import BackendAuthFailed, BackendServices
-from service.auth.oauth import Discovery
+from service.auth.oauth import AuthServers
 from service.config import BackendServicesSettings, ConfigError
 from service.demo import DEMO_ENCOUNTER, DEMO_PATIENT, DEMO_PRACTITIONER, seed, start_fhir_server
 from tests.conftest import TEST_LIMITS, free_port, start_server, stop_server
@@ -88,18 +88,15 @@ def test_assertion_and_token_caching(setup, key_path):
     settings = BackendServicesSettings(client_id=CLIENT, private_key_path=key_path)
 
     async def run():
-        async with httpx.AsyncClient() as http:
-            backend = BackendServices(settings, fhir_base, Discovery(http))
+        async with AuthServers() as servers:
+            backend = BackendServices(settings, fhir_base, servers)
             sent = []
 
             async def record(request):  # what went over the wire to the token endpoint
                 sent.append((str(request.url), dict(parse_qsl(request.content.decode()))))
 
             backend.oauth.event_hooks["request"].append(record)
-            try:
-                tokens = await asyncio.gather(*(backend.token() for _ in range(5)))
-            finally:
-                await backend.aclose()
+            tokens = await asyncio.gather(*(backend.token() for _ in range(5)))
         return tokens, sent
 
     tokens, sent = asyncio.run(run())
@@ -120,13 +117,10 @@ def test_an_unregistered_key_is_refused(setup, tmp_path):
     other.write_bytes(RSAKey.generate_key(2048).as_pem(private=True))
 
     async def run():
-        async with httpx.AsyncClient() as http:
+        async with AuthServers() as servers:
             backend = BackendServices(BackendServicesSettings(client_id=CLIENT, private_key_path=other), fhir_base,
-                                      Discovery(http))
-            try:
-                await backend.token()
-            finally:
-                await backend.aclose()
+                                      servers)
+            await backend.token()
 
     with pytest.raises(BackendAuthFailed, match="refused fhir-scribe's credentials: client_assertion verification"):
         asyncio.run(run())

@@ -186,6 +186,32 @@ def test_draft_streams_segments_then_the_draft(server, dictation):
     assert all(0 <= e["start"] <= e["end"] <= e["duration"] + 0.5 for e in events[:-1])
 
 
+def test_a_streamed_draft_stops_decoding_when_the_client_leaves(server, dictation, tmp_path):
+    """A client that leaves after the first segment frees its worker: the engine stops at its next segment (logged
+    as transcription.stopped, with how far it got) instead of decoding two minutes of audio for nobody."""
+    import time
+
+    from tests.conftest import ffmpeg
+
+    source = tmp_path / "one.ogg"
+    source.write_bytes(dictation.audio)
+    (tmp_path / "list.txt").write_text(f"file '{source}'\n" * 3)
+    ffmpeg("-f", "concat", "-safe", "0", "-i", str(tmp_path / "list.txt"), "-c:a", "libopus", "-b:a", "24k",
+           str(tmp_path / "long.ogg"))  # 2 min: well under the test limit, many segments
+    logged = server.log().count('"event": "transcription.stopped"')
+    with httpx.stream("POST", server.url + "/v1/dictations/draft", data=FORM,
+                      files={"file": ("a.ogg", (tmp_path / "long.ogg").read_bytes())},
+                      headers={"Accept": "text/event-stream"}, timeout=120) as response:
+        assert response.status_code == 200
+        assert any(line.startswith("event: segment") for line in response.iter_lines())  # then hang up
+    deadline = time.monotonic() + 60
+    while server.log().count('"event": "transcription.stopped"') == logged:
+        assert time.monotonic() < deadline, "the engine went on decoding after the client left"
+        time.sleep(0.2)
+    stopped = [json.loads(line) for line in server.log().splitlines() if '"transcription.stopped"' in line][-1]
+    assert stopped["audio_s"] > 115 and stopped["decoded_s"] < stopped["audio_s"] - 30
+
+
 def test_streamed_draft_reports_an_unreachable_ehr_with_the_draft(tmp_path, dictation):
     from tests.conftest import TEST_LIMITS, free_port, start_server, stop_server
 

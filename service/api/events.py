@@ -1,0 +1,17 @@
+"""Server-sent event responses, configured once: keep-alive comments every 15 s so a proxy or load balancer
+does not close a quiet stream while a long recording decodes (a segment can take longer than an idle timeout),
+and no caching. sse-starlette watches for the client leaving and cancels the stream's generator, which is what
+stops the engine (see TranscriptionPool.transcribe/stream)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sse_starlette import EventSourceResponse
+
+KEEP_ALIVE_S = 15
+
+
+def event_stream(events: AsyncIterator[Any]) -> EventSourceResponse:
+    return EventSourceResponse(events, ping=KEEP_ALIVE_S, sep="\n", headers={"Cache-Control": "no-store"})
