@@ -203,6 +203,9 @@ class FhirSettings(_Section):
     timeout_s: float = Field(15.0, gt=0)
     retries: int = Field(3, ge=0, le=10)  # for requests safe to repeat (reads, conditional creates)
     backoff_s: float = Field(0.5, ge=0)  # first retry delay; doubles, with jitter
+    # A 429/503 with Retry-After is retried after the wait the server asks, up to this; asked longer, the caller gets
+    # the error at once with the server's Retry-After (and a dictation its draft).
+    retry_after_max_s: float = Field(10.0, ge=0)
     identifier_system: str = "urn:fhir-scribe:dictation"  # DocumentReference.identifier.system (idempotency key)
     profile_base: str = "https://fhir-scribe.org/fhir/StructureDefinition"  # canonical base of fhir_profiles/
     custodian: str | None = None  # e.g. Organization/123: who keeps the note

@@ -1,17 +1,16 @@
 """Async FHIR R4 client: the only code that talks to the organization's FHIR server.
 
-Retries (jittered, doubling backoff) only where repeating cannot change the outcome: reads, searches and
-``metadata``. Writes decide their own retries (see writer.py), because a timed-out write may have happened.
+Retries (after the server's Retry-After, else a jittered doubling backoff; service/fhir/retrying.py) only where
+repeating cannot change the outcome: reads, searches and ``metadata``. Writes decide their own retries (see
+writer.py), because a timed-out write may have happened.
 Every failure becomes a ScribeError with the server's OperationOutcome diagnostics kept for the caller; logs get
 the resource type, status and timing only.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
-import random
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +22,7 @@ import httpx
 from service import metrics
 from service.config import FhirSettings
 from service.errors import ScribeError
+from service.fhir.retrying import passed_on, retry_after_s, retrying, server_asked
 from service.logs import event, request_id
 
 log = logging.getLogger(__name__)
@@ -130,47 +130,53 @@ class FhirClient:
 
     async def send(self, method: str, path: str, *, json: Any = None, headers: dict[str, str] | None = None,
                    retry: bool = False) -> httpx.Response:
-        """One request; with ``retry`` (safe requests only) transient failures are retried with backoff."""
+        """One request. With ``retry`` (requests safe to repeat only) a timeout, an unreachable server or a
+        429/502/503/504 is tried again, after the wait the server asked for if it did (service/fhir/retrying.py).
+        Any other answer, error or not, is the caller's to read."""
         url = f"{self.base_url}/{path.lstrip('/')}"
         merged = {**await self._headers(), **(headers or {})}
         if json is not None:
             merged["Content-Type"] = FHIR_JSON
-        attempts = 1 + (self.settings.retries if retry else 0)
-        kind = path.split("/")[0].split("?")[0] or "root"
-        interaction = _interaction(method, path, json)
-        for attempt in range(1, attempts + 1):
-            started = time.perf_counter()
-            try:
-                response = await self._http.request(method, url, json=json, headers=merged)
-            except httpx.TimeoutException:
-                metrics.FHIR_REQUESTS.labels(interaction, "timeout").inc()
-                failure: ScribeError = FhirTimeout(f"no answer from the FHIR server within {self.settings.timeout_s:g} s")
-            except httpx.TransportError as exc:
-                metrics.FHIR_REQUESTS.labels(interaction, "unreachable").inc()
-                failure = FhirUnavailable(f"cannot reach the FHIR server ({type(exc).__name__})")
-            else:
-                metrics.FHIR_REQUESTS.labels(interaction, f"{response.status_code // 100}xx").inc()
-                event(log, "fhir.response", method=method, resource=kind, status=response.status_code,
-                      attempt=attempt, ms=round((time.perf_counter() - started) * 1000, 1))
-                if response.status_code not in RETRY_STATUSES:
-                    return response
-                failure = self.error_for(response)
-            event(log, "fhir.failure", level=logging.WARNING, method=method, resource=kind, attempt=attempt,
-                  problem=failure.slug)
-            if attempt == attempts:
-                raise failure
-            await asyncio.sleep(self.backoff(attempt))
+        if not retry:
+            return await self._attempt(method, url, path, json, merged, 1)
+        async for attempt in retrying(self.settings, lambda _: True):  # _attempt raises only what is transient
+            with attempt:
+                return await self._attempt(method, url, path, json, merged, attempt.retry_state.attempt_number)
         raise AssertionError("unreachable")
 
-    def backoff(self, attempt: int) -> float:
-        return self.settings.backoff_s * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+    async def _attempt(self, method: str, url: str, path: str, json: Any, headers: dict[str, str],
+                       attempt: int) -> httpx.Response:
+        kind = path.split("/")[0].split("?")[0] or "root"
+        interaction = _interaction(method, path, json)
+        started = time.perf_counter()
+        try:
+            response = await self._http.request(method, url, json=json, headers=headers)
+        except httpx.TimeoutException:
+            metrics.FHIR_REQUESTS.labels(interaction, "timeout").inc()
+            failure: ScribeError = FhirTimeout(f"no answer from the FHIR server within {self.settings.timeout_s:g} s")
+        except httpx.TransportError as exc:
+            metrics.FHIR_REQUESTS.labels(interaction, "unreachable").inc()
+            failure = FhirUnavailable(f"cannot reach the FHIR server ({type(exc).__name__})")
+        else:
+            metrics.FHIR_REQUESTS.labels(interaction, f"{response.status_code // 100}xx").inc()
+            event(log, "fhir.response", method=method, resource=kind, status=response.status_code,
+                  attempt=attempt, ms=round((time.perf_counter() - started) * 1000, 1))
+            if response.status_code not in RETRY_STATUSES:
+                return response
+            failure = self.error_for(response)
+        event(log, "fhir.failure", level=logging.WARNING, method=method, resource=kind, attempt=attempt,
+              problem=failure.slug, retry_after_s=server_asked(failure))
+        raise failure
 
     def error_for(self, response: httpx.Response) -> ScribeError:
         issues = outcome_issues(_json(response))
         said = f": {'; '.join(issues)}" if issues else ""
         status = response.status_code
         if status in (503, 429):
-            return FhirUnavailable(f"the FHIR server answered {status}{said}")
+            asked = retry_after_s(response.headers.get("Retry-After"))
+            return FhirUnavailable(f"the FHIR server answered {status}{said}" +
+                                   (f" and asked to retry after {asked:.0f} s" if asked is not None else ""),
+                                   headers=passed_on(asked) if asked is not None else None)
         if status == 504:
             return FhirTimeout(f"the FHIR server answered 504{said}")
         if status == 409:

@@ -23,6 +23,7 @@ from service.documents.draft import DictationContext, Identifier
 from service.documents.resources import WritePlan
 from service.errors import ScribeError, Unprocessable
 from service.fhir.client import FhirClient, FhirRejected, parse_location
+from service.fhir.retrying import retrying
 from service.logs import event
 
 log = logging.getLogger(__name__)
@@ -75,22 +76,23 @@ class NoteWriter:
         return result
 
     async def _write(self, plan: WritePlan, identifier: Identifier, request_id: str) -> WriteResult:
-        attempts = 1 + self.client.settings.retries
-        for attempt in range(1, attempts + 1):
-            if attempt > 1:
-                await asyncio.sleep(self.client.backoff(attempt - 1))
-                existing = await self._find(plan)
-                if existing is not None:  # an earlier attempt committed after all
-                    return await self._existing(existing, plan, atomic=True)
-            try:
-                if await self.client.supports_transaction():
-                    return await self._transaction(plan)
-                return await self._two_step(plan, request_id)
-            except (FhirRejected, Conflict):
-                raise  # the server said no, or the note differs: repeating will not change that
-            except ScribeError as failure:
-                event(log, "note.write_failed", level=logging.WARNING, attempt=attempt, problem=failure.slug)
-                if attempt == attempts:
+        def repeatable(failure: BaseException) -> bool:  # never after the server said no, or the note differs
+            return not isinstance(failure, (FhirRejected, Conflict))
+
+        async for attempt in retrying(self.client.settings, repeatable):
+            with attempt:
+                number = attempt.retry_state.attempt_number
+                if number > 1:
+                    existing = await self._find(plan)
+                    if existing is not None:  # an earlier attempt committed after all
+                        return await self._existing(existing, plan, atomic=True)
+                try:
+                    if await self.client.supports_transaction():
+                        return await self._transaction(plan)
+                    return await self._two_step(plan, request_id)
+                except ScribeError as failure:
+                    if repeatable(failure):
+                        event(log, "note.write_failed", level=logging.WARNING, attempt=number, problem=failure.slug)
                     raise
         raise AssertionError("unreachable")
 

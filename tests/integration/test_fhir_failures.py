@@ -46,7 +46,14 @@ def direct_service(tmp_path_factory, fhir):
 
 
 @pytest.fixture(autouse=True)
-def clean_faults(proxy):
+def clean_faults(request):
+    """Clean faults around each test that has the proxy. Taken by name, not as an argument: an autouse fixture's
+    arguments are every test's, and the proxy's would make the pure parser tests here start (and run once per)
+    FHIR server."""
+    if "proxy" not in request.fixturenames:
+        yield
+        return
+    proxy = request.getfixturevalue("proxy")
     proxy.faults.reset()
     yield
     proxy.faults.reset()
@@ -106,6 +113,55 @@ def test_a_gateway_timeout_gives_504_and_the_draft(service, proxy, fhir, dictati
     committed = httpx.post(service.url + "/v1/dictations/commit", json=draft, timeout=60)
     assert committed.status_code == 201, committed.text
     assert count(fhir, draft) == 1
+
+
+def test_a_busy_server_gets_the_wait_it_asks_for(service, proxy, fhir, dictation):
+    """503 + Retry-After: 2 on the write: the retry comes after the 2 s the server asked for (the service's own
+    backoff here is 0.05 s), and the note is written once."""
+    proxy.faults.fail_next, proxy.faults.status, proxy.faults.retry_after = 1, 503, "2"
+    response = dictate(service, dictation.audio)
+    assert response.status_code == 201, response.text
+    posts = [(seen, at) for seen, at in zip(proxy.faults.seen, proxy.faults.arrived) if seen.startswith("POST")]
+    assert [seen for seen, _ in posts] == ["POST / 503", "POST / 200"]
+    assert posts[1][1] - posts[0][1] >= 1.95, "the retry did not wait for the server's Retry-After"
+    assert count(fhir, response.json()["draft"]) == 1
+
+
+def test_a_server_asking_for_a_long_wait_is_answered_at_once_with_it(service, proxy, fhir, dictation):
+    """429 + Retry-After: 120, past fhir.retry_after_max_s: no retry; the caller gets the server's Retry-After
+    and the draft, and commits it when the server is back."""
+    proxy.faults.fail_next, proxy.faults.status, proxy.faults.retry_after = 100, 429, "120"
+    response = dictate(service, dictation.audio)
+    assert_problem(response, 503, "fhir-unavailable", "the FHIR server answered 429: error transient: injected fault "
+                                                      "and asked to retry after 120 s")
+    assert response.headers["retry-after"] == "120"
+    assert [seen for seen in proxy.faults.seen if seen.startswith("POST")] == ["POST / 429"]
+    draft = response.json()["draft"]
+    proxy.faults.reset()
+    committed = httpx.post(service.url + "/v1/dictations/commit", json=draft, timeout=60)
+    assert committed.status_code == 201, committed.text
+    assert count(fhir, draft) == 1
+
+
+def test_a_read_waits_for_an_http_date_retry_after(proxy):
+    """Retry-After as an HTTP-date (RFC 9110 s10.2.3) on a read: waited until that time, then read."""
+    from datetime import datetime, timedelta, timezone
+    from email.utils import format_datetime
+
+    settings = load_settings().fhir.model_copy(update={"base_url": proxy.url, "retries": 2, "backoff_s": 0.05})
+    proxy.faults.only_method, proxy.faults.fail_next, proxy.faults.status = "GET", 1, 503
+    proxy.faults.retry_after = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=3), usegmt=True)
+
+    async def run():
+        client = FhirClient(settings)
+        try:
+            return await client.read("Patient", FORM["patient"])
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run())["id"] == FORM["patient"]
+    assert proxy.faults.seen == ["GET /Patient/demo-patient 503", "GET /Patient/demo-patient 200"]
+    assert proxy.faults.arrived[1] - proxy.faults.arrived[0] >= 1.5  # the date has whole seconds: 2-3 s from now
 
 
 def test_fhir_server_down_then_back(direct_service, fhir, dictation):

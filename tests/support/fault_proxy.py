@@ -23,6 +23,7 @@ class Faults:
     fail_next: int = 0  # answer this many matching requests with `status` instead of forwarding
     pass_first: int = 0  # ... after forwarding this many matching requests unharmed
     status: int = 503
+    retry_after: str | None = None  # the Retry-After header of an injected failure
     delay_s: float = 0.0  # wait this long before forwarding matching requests
     only_method: str | None = "POST"  # which requests the faults apply to (None = all)
     # Batch Bundles (the chart look-up of vocabulary biasing: reads) are seen as "BATCH / <status>" and get the
@@ -31,14 +32,17 @@ class Faults:
     hide_transactions: bool = False  # rewrite the CapabilityStatement as a server without transactions
     smart_configuration: dict | None = None  # serve this at .well-known/smart-configuration (the EHR's AS)
     seen: list[str] = field(default_factory=list)  # "METHOD path status" of every request
+    arrived: list[float] = field(default_factory=list)  # time.monotonic() each of them arrived
     authorizations: list[str | None] = field(default_factory=list)  # the Authorization header of every request
 
     def reset(self) -> None:
         self.fail_next, self.status, self.delay_s, self.only_method = 0, 503, 0.0, "POST"
+        self.retry_after = None
         self.pass_first = 0
         self.batches = False
         self.hide_transactions = False
         self.seen.clear()
+        self.arrived.clear()
         self.authorizations.clear()
 
 
@@ -70,6 +74,7 @@ class FaultProxy:
 
     async def _forward(self, request: Request) -> Response:
         faults = self.faults
+        arrived = time.monotonic()
         path = request.url.path.removeprefix("/fhir") or "/"
         faults.authorizations.append(request.headers.get("authorization"))
         if path == "/.well-known/smart-configuration" and faults.smart_configuration is not None:
@@ -84,15 +89,18 @@ class FaultProxy:
         if applies and faults.fail_next > 0:
             faults.fail_next -= 1
             faults.seen.append(f"{method} {path} {faults.status}")
+            faults.arrived.append(arrived)
             body = ('{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"transient",'
                     '"diagnostics":"injected fault"}]}')
-            return Response(body, status_code=faults.status, media_type="application/fhir+json")
+            headers = {"Retry-After": faults.retry_after} if faults.retry_after else {}
+            return Response(body, status_code=faults.status, media_type="application/fhir+json", headers=headers)
         if applies and faults.delay_s:
             await asyncio.sleep(faults.delay_s)
         upstream = await self._client.request(
             request.method, self.upstream + path.rstrip("/"), params=request.query_params, content=await request.body(),
             headers={k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")})
         faults.seen.append(f"{method} {path} {upstream.status_code}")
+        faults.arrived.append(arrived)
         headers = {k: v for k, v in upstream.headers.items()
                    if k.lower() in ("content-type", "location", "etag", "content-location", "last-modified")}
         content = upstream.content
