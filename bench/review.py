@@ -107,7 +107,7 @@ def transcribed(model: str, settings) -> list[Case]:  # type: ignore[no-untyped-
     sectioner = Sectioner.from_file(settings.sections.rules_file)
     cases = []
     for dictation in review_dictations():
-        terms = terms_of(dictation)
+        terms = dictation.terms()
         audio = decode(dictation.audio, settings.audio)
         options = biased(engine.default_options(), *fitted(terms, settings.vocabulary))
         started = time.perf_counter()
@@ -119,16 +119,6 @@ def transcribed(model: str, settings) -> list[Case]:  # type: ignore[no-untyped-
     return cases
 
 
-def terms_of(dictation):  # type: ignore[no-untyped-def]
-    """The chart's terms as the service reads them (the same resources the tests seed into the FHIR server)."""
-    from service.vocabulary.chart import chart_terms
-
-    found = defaultdict(list)
-    for resource in dictation.resources():
-        found[resource["resourceType"]].append(resource)
-    return chart_terms(dict(found))
-
-
 def measure(cases: list[Case], review_settings) -> dict:  # type: ignore[no-untyped-def]
     from service.review import review
     from service.review.flags import heard_words
@@ -136,7 +126,6 @@ def measure(cases: list[Case], review_settings) -> dict:  # type: ignore[no-unty
 
     words_total = flagged_total = errors_total = reference_words = 0
     covered = Counter()
-    errors_by_kind = Counter()
     alarms = Counter()
     flags_by_kind = Counter()
     drugs_wrong = drugs_flagged = drugs_said = 0

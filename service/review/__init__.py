@@ -4,10 +4,9 @@ points and explains; it never changes a word (clinical safety: a wrong correctio
 
 from __future__ import annotations
 
-import re
 
 from service.config import ReviewSettings
-from service.review.chart import chart_flags
+from service.review.chart import chart_flags, mentions
 from service.review.confidence import low_confidence_flags
 from service.review.flags import ReviewFlag, heard_words, with_audio
 from service.review.omission import omission_flags
@@ -29,7 +28,5 @@ def review(transcript: Transcript, note: StructuredNote, unheard: list[TimeSpan]
 
 def _trusted(note: StructuredNote, terms: list[Term]) -> list[tuple[int, int]]:
     """Where the words are known from elsewhere: the chart's terms, and the headings the sectioner recognised."""
-    spans = [(s.start, s.body_start) for s in note.sections if s.category]
-    for term in terms:
-        spans += [m.span() for m in re.finditer(rf"(?<!\w){re.escape(term.name)}(?!\w)", note.text, re.IGNORECASE)]
-    return spans
+    headings = [(s.start, s.body_start) for s in note.sections if s.category]
+    return headings + [(m.start, m.end) for m in mentions(note.text, terms)]

@@ -79,7 +79,7 @@ class _Sounds:
 
 
 @dataclass(frozen=True)
-class _Mention:
+class Mention:
     start: int
     end: int
     term: Term
@@ -89,7 +89,7 @@ def chart_flags(text: str, terms: list[Term], settings: ReviewSettings) -> list[
     """Every chart check's flags for one note, in reading order."""
     units = _units_against_chart(text, terms)
     tokens = [_Token(m.start(), m.end(), m.group(), m.lastgroup or "") for m in _TOKEN.finditer(text)]
-    named = _mentions(text, terms)
+    named = mentions(text, terms)
     alike = _sound_alikes(tokens, [t for t in terms if t.is_drug], named, settings.sound_alike_min)
     drugs = sorted([m for m in named if m.term.is_drug] + alike, key=lambda m: m.start)
     flags = _unit_symbols(text) + units + [_sound_alike_flag(text, m) for m in alike] + _doses_against_chart(
@@ -122,20 +122,20 @@ def _units_against_chart(text: str, terms: list[Term]) -> list[ReviewFlag]:
     return flags
 
 
-def _mentions(text: str, terms: list[Term]) -> list[_Mention]:
+def mentions(text: str, terms: list[Term]) -> list[Mention]:
     """Where the note says a chart term as the chart spells it (any case): never a sound-alike of anything. Of
     names said at one place, the longest ("insulin glargine", not "insulin") is the one meant."""
-    said = sorted((_Mention(m.start(), m.end(), term) for term in terms
+    said = sorted((Mention(m.start(), m.end(), term) for term in terms
                    for m in re.finditer(rf"(?<![A-Za-z]){re.escape(term.name)}(?![A-Za-z])", text, re.IGNORECASE)),
                   key=lambda m: (m.start, -m.end))
-    kept: list[_Mention] = []
+    kept: list[Mention] = []
     for mention in said:
         if not kept or mention.start >= kept[-1].end:
             kept.append(mention)
     return kept
 
 
-def _sound_alikes(tokens: list[_Token], drugs: list[Term], named: list[_Mention], least: float) -> list[_Mention]:
+def _sound_alikes(tokens: list[_Token], drugs: list[Term], named: list[Mention], least: float) -> list[Mention]:
     """The best-scoring spans of one to three words that are like a chart drug's name, none overlapping another
     or a chart term the note already says right."""
     names = [(term, _Sounds.of(term.name)) for term in drugs]
@@ -151,8 +151,8 @@ def _sound_alikes(tokens: list[_Token], drugs: list[Term], named: list[_Mention]
                 continue  # part of the name, as the chart spells it ("vitamin" of "vitamin d")
             if _LENGTHS[0] <= len(heard.letters) / len(sounds.letters) <= _LENGTHS[1]:
                 if (score := likeness(heard, sounds)) >= needed:
-                    found.append((score, end - start, _Mention(start, end, term)))
-    chosen: list[_Mention] = []
+                    found.append((score, end - start, Mention(start, end, term)))
+    chosen: list[Mention] = []
     for _score, _length, mention in sorted(found, key=lambda f: (-f[0], -f[1], f[2].start)):
         if not any(mention.start < c.end and c.start < mention.end for c in chosen):
             chosen.append(mention)
@@ -191,13 +191,13 @@ def likeness(heard: _Sounds, name: _Sounds) -> float:
     return (spelling + sound) / 2 - _SHORT_COST * max(0, _SHORT_NAME - len(name.letters))
 
 
-def _sound_alike_flag(text: str, mention: _Mention) -> ReviewFlag:
+def _sound_alike_flag(text: str, mention: Mention) -> ReviewFlag:
     heard = text[mention.start:mention.end]
     return ReviewFlag(kind="drug-sound-alike", start=mention.start, end=mention.end, text=heard,
                       message=f"'{heard}' sounds like {mention.term.name} (in the chart): check the drug name")
 
 
-def _doses_against_chart(text: str, tokens: list[_Token], drugs: list[_Mention], skip: set[int]) -> list[ReviewFlag]:
+def _doses_against_chart(text: str, tokens: list[_Token], drugs: list[Mention], skip: set[int]) -> list[ReviewFlag]:
     """A dose after each drug mention (before the next drug and the sentence's end) that none of the chart's doses
     of that drug is. Where unit-vs-chart already flagged the mention, its unit says enough."""
     flags = []

@@ -4,12 +4,16 @@ tests/fixtures/speech_review/charts.yaml) as FHIR resources for the test FHIR se
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import yaml
+
+from service.vocabulary.chart import chart_terms
+from service.vocabulary.models import Term
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CHARTS = FIXTURES / "speech_meds" / "charts.yaml"  # the 8 dictations of speech/ and speech_meds/
@@ -62,11 +66,23 @@ class ChartedDictation:
                          "code": {"text": text}})
         return made
 
+    def terms(self) -> list[Term]:
+        """The chart's terms as the service reads them from these resources on the FHIR server."""
+        return terms_of(self.resources())
+
     def seed(self, fhir_base: str) -> None:
         for resource in self.resources():
             response = httpx.put(f"{fhir_base}/{resource['resourceType']}/{resource['id']}", json=resource,
                                  headers={"Content-Type": "application/fhir+json"}, timeout=30)
             assert response.status_code in (200, 201), f"{resource['resourceType']}: {response.status_code} {response.text}"
+
+
+def terms_of(resources: Iterable[dict]) -> list[Term]:
+    """Resources as a chart look-up finds them (grouped by type), as terms."""
+    found: dict[str, list[dict]] = defaultdict(list)
+    for resource in resources:
+        found[resource["resourceType"]].append(resource)
+    return chart_terms(dict(found))
 
 
 def charted_dictations(charts: Path | str | Iterable[Path | str] = CHARTS) -> list[ChartedDictation]:

@@ -2,15 +2,13 @@
 terms. They point and explain; they never change a word, and on text with nothing wrong they stay quiet."""
 
 import re
-from collections import defaultdict
 
 import pytest
 
 from service.config import ReviewSettings
 from service.review.chart import chart_flags
-from service.vocabulary.chart import chart_terms
 from service.vocabulary.models import Term
-from tests.support.charts import review_dictations
+from tests.support.charts import review_dictations, terms_of
 
 SETTINGS = ReviewSettings()
 CHART = [Term("levothyroxine", "MedicationRequest", frozenset({"microgram"})), Term("apixaban", "MedicationRequest"),
@@ -25,13 +23,6 @@ def kinds(text: str, terms: list[Term], kind: str) -> list[str]:
     flags = chart_flags(text, terms, SETTINGS)
     assert all(text[f.start:f.end] == f.text and f.audio_start is None for f in flags)  # audio: the caller's
     return [f.text for f in flags if f.kind == kind]
-
-
-def terms_of(resources: list[dict]) -> list[Term]:
-    found = defaultdict(list)
-    for resource in resources:
-        found[resource["resourceType"]].append(resource)
-    return chart_terms(dict(found))
 
 
 # unit-symbol, unit-vs-chart
