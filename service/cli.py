@@ -1,6 +1,8 @@
-"""``fhir-scribe serve`` and ``fhir-scribe transcribe FILE``.
+"""The ``fhir-scribe`` command: ``serve``, ``demo``, ``transcribe``, ``sections``, ``dictate``, ``check`` and
+``profiles``. Thin: each command parses its arguments and calls the stage or use case that does the work.
 
-The CLI reads the clinician's file itself and prints the transcript to stdout; nothing is written anywhere else.
+Commands read the clinician's file themselves and print to stdout; a note goes only to the FHIR server
+(``dictate``); nothing is written anywhere else.
 """
 
 from __future__ import annotations
