@@ -6,7 +6,6 @@ import base64
 import hashlib
 import hmac
 import json
-import time
 import uuid
 
 import httpx
@@ -17,6 +16,7 @@ from joserfc.jwk import RSAKey
 from service.demo import DEMO_ENCOUNTER, DEMO_PATIENT, DEMO_PRACTITIONER, OTHER_ENCOUNTER, OTHER_PATIENT
 from tests.conftest import TEST_LIMITS, start_server, stop_server
 from tests.support.oidc import OidcServer
+from tests.support.waiting import holds, wait_for
 
 SERVICE_AUDIENCE = "http://fhir-scribe.test"
 SCOPES = "openid fhirUser patient/Patient.r patient/Encounter.r patient/DocumentReference.c"
@@ -104,14 +104,13 @@ def assert_refused(response, proxy, status, error, fragment):
         assert "error=" not in challenge
     assert fragment in response.json()["detail"]
     if status in (400, 401):
-        time.sleep(0.3)
-        assert proxy.faults.seen == []  # nothing reached the FHIR server, not even an audit
+        # Nothing reached the FHIR server, not even an audit (absence: a quiet window, see tests/support/waiting.py).
+        holds(lambda: proxy.faults.seen == [], for_s=0.3, what="no request at the FHIR server",
+              detail=lambda: proxy.faults.seen)
         return
     # 403: nothing was read or written for the caller; the refusal itself is audited with fhir-scribe's identity.
-    deadline = time.monotonic() + 5
-    while not proxy.faults.seen and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert [s.rsplit(" ", 1)[0] for s in proxy.faults.seen] == ["POST /AuditEvent"]
+    seen = wait_for(lambda: list(proxy.faults.seen), timeout=30, what="the refusal's AuditEvent at the proxy")
+    assert [s.rsplit(" ", 1)[0] for s in seen] == ["POST /AuditEvent"]
     assert proxy.faults.authorizations == [f"Bearer {SERVICE_TOKEN}"]
 
 
@@ -188,7 +187,10 @@ def test_wrong_audience(service, oidc, proxy, dictation):
 
 def test_expired(service, oidc, proxy, dictation):
     short = token(oidc, aud=f"{proxy.url}?ttl=1")
-    time.sleep(2.2)
+    # Until the 1 s token expires (leeway 0) it is accepted; polled on a cheap call, then the dictation is refused.
+    wait_for(lambda: httpx.post(service.url + "/v1/sections", json={"text": "plan rest"}, timeout=30,
+                                headers={"Authorization": f"Bearer {short}"}).status_code == 401,
+             timeout=60, interval=0.2, what="the 1 s token to be refused as expired")
     assert_refused(dictate(service, dictation.audio, short), proxy, 401, "invalid_token", "has expired")
 
 
@@ -249,9 +251,7 @@ def test_jwks_refetch_on_unknown_kid_is_rate_limited(service, oidc, proxy, dicta
 def test_a_refusal_audit_names_who_asked_and_nothing_else(service, oidc, proxy, fhir_server, dictation):
     response = dictate(service, dictation.audio, token(oidc), form={"patient": OTHER_PATIENT})
     assert response.status_code == 403
-    deadline = time.monotonic() + 5
-    while not proxy.faults.seen and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: proxy.faults.seen, timeout=30, what="the refusal's AuditEvent at the proxy")
     request_id = response.headers["x-request-id"]
     audits = [a for a in fhir_server.search("AuditEvent", outcome="4")
               if {"identifier": {"value": request_id}} in [e.get("what") for e in a["entity"]]]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import time
 import uuid
 
 import httpx
@@ -17,6 +16,7 @@ import pytest
 from service.demo import DEMO_ENCOUNTER, DEMO_PATIENT, OTHER_ENCOUNTER, OTHER_PATIENT
 from tests.integration.test_auth import (DOCTOR, SERVICE_AUDIENCE, SERVICE_TOKEN, _b64, _parts,  # noqa: F401
                                          assert_refused, clean, dictate, service, token)
+from tests.support.waiting import holds, wait_for
 
 USER_SCOPES = "openid fhirUser user/Patient.r user/Encounter.r user/DocumentReference.c"
 
@@ -232,12 +232,14 @@ def test_refusal_audits_are_rate_limited_per_caller(service, oidc, proxy):
                              files={"file": ("a.ogg", b"OggS" + b"\0" * 100)},
                              headers={"Authorization": f"Bearer {mismatched}"}, timeout=30)
         assert refused.status_code == 403, refused.text
-    deadline = time.monotonic() + 10
-    while len(proxy.faults.seen) < 10 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)
-    audits = [s for s in proxy.faults.seen if s.startswith("POST /AuditEvent")]
-    assert len(audits) == 10, proxy.faults.seen  # refusal_audits_per_minute default
+
+    def audits() -> list[str]:
+        return [s for s in proxy.faults.seen if s.startswith("POST /AuditEvent")]
+
+    wait_for(lambda: len(audits()) >= 10, timeout=60, what="10 refusal AuditEvents at the proxy")
+    # ... and no 11th (absence: a quiet window). refusal_audits_per_minute default.
+    holds(lambda: len(audits()) == 10, for_s=0.5, what="exactly 10 refusal AuditEvents",
+          detail=lambda: proxy.faults.seen)
     assert '"audit.refusals_throttled"' in service.log()
 
 

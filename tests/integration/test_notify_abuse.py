@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_LIMITS, free_port, start_server, stop_server
+from tests.support.waiting import wait_for
 
 SECRET = "test-abuse-secret-" + uuid.uuid4().hex
 HEADER = {"X-Scribe-Secret": SECRET, "Content-Type": "application/fhir+json"}
@@ -85,7 +86,8 @@ def test_a_malformed_notification_is_a_4xx_operation_outcome(service, name):
 
 def test_a_huge_notification_is_refused_while_healthz_keeps_answering(service):
     """The reported attack: 10,000 entries and 10,000 events (69 s of a blocked event loop before the fix). Refused
-    with 413; meanwhile every /healthz answers within 1 s (liveness, not a benchmark: it normally takes ms)."""
+    with 413; meanwhile /healthz keeps answering, every time within 5 s (liveness, not a benchmark: it normally takes
+    ms; the bound is far below the 69 s and generous for a busy machine)."""
     huge = bundle([TYPE] + [event({"name": "focus", "valueReference": {"reference": f"DocumentReference/d{i}"}})
                             for i in range(10_000)],
                   [{"fullUrl": f"http://ehr/fhir/DocumentReference/d{i}",
@@ -108,14 +110,15 @@ def test_a_huge_notification_is_refused_while_healthz_keeps_answering(service):
     poller = threading.Thread(target=poll)
     poller.start()
     try:
-        time.sleep(0.2)
+        wait_for(lambda: latencies, timeout=30, interval=0.02, what="the /healthz poller's first answer")
         with httpx.Client(timeout=120) as client:
             answers = [client.post(service.url + "/fhir/notify", content=huge, headers=HEADER) for _ in range(5)]
-        time.sleep(0.2)
+        during = len(latencies)
+        wait_for(lambda: len(latencies) > during, timeout=30, interval=0.02, what="a /healthz answer after the attack")
     finally:
         done.set()
         poller.join(timeout=30)
     for answer in answers:
         assert_outcome(answer, 413, "10000 entries; at most 100 are accepted")
     assert not failures, failures
-    assert len(latencies) >= 5 and max(latencies) < 1.0, sorted(latencies)[-5:]
+    assert len(latencies) >= 5 and max(latencies) < 5.0, sorted(latencies)[-5:]

@@ -15,6 +15,7 @@ from openai import AsyncOpenAI
 
 from tests.conftest import TEST_LIMITS, start_server, stop_server
 from tests.support.realtime import pcm16, replay, ws_url
+from tests.support.waiting import wait_for
 from tests.support.wer import wer
 
 DELTA = "conversation.item.input_audio_transcription.delta"
@@ -47,7 +48,9 @@ def test_words_are_confirmed_while_speaking_and_the_final_text_is_as_good_as_bat
     print(f"\nfirst text at {first:.2f} s; {len(spoken)}/{len(deltas)} deltas before the audio ended; "
           f"streamed WER {wer(dictation.reference, result.streamed_text):.3f}, completed "
           f"{wer(dictation.reference, result.completed_text):.3f}, batch {wer(dictation.reference, batch):.3f}")
-    assert first < 4.0
+    # How soon is bench/streaming.py's figure (first_text_s, ~1.3 s idle); here, on a machine that may be busy, the
+    # behaviour: text comes while the first quarter of the dictation is still being spoken.
+    assert first < audio_s / 4
     assert len(spoken) >= 10 and len(spoken) >= 0.8 * len(deltas)
     assert result.of("conversation.item.input_audio_transcription.tentative")
     # Each item: committed, then completed; deltas are text only, never repeated.
@@ -111,7 +114,7 @@ def test_the_openai_sdk_realtime_client(server, dictation):
     assert wer(completed.transcript, deltas) < 0.25
 
 
-async def _events_until(ws, kind: str, timeout: float = 10) -> list[dict]:
+async def _events_until(ws, kind: str, timeout: float = 30) -> list[dict]:
     seen = []
     async with asyncio.timeout(timeout):
         while not seen or seen[-1]["type"] != kind:
@@ -174,7 +177,7 @@ async def _speak(ws, pcm: bytes, chunks: int, at_chunk: dict | None = None) -> N
             return
 
 
-async def _closed(ws, timeout: float = 10) -> tuple[list[dict], int]:
+async def _closed(ws, timeout: float = 60) -> tuple[list[dict], int]:
     seen = []
     async with asyncio.timeout(timeout):
         try:
@@ -201,8 +204,9 @@ def test_streams_beyond_capacity_are_refused_with_retry_after(limited):
     assert problem["type"].endswith("overloaded") and "live streams" in problem["detail"]
     assert "fhir_scribe_realtime_streams 1.0" in metrics
     assert 'fhir_scribe_transcription_rejected_total{reason="realtime_streams"} 1.0' in metrics
-    # The slot is given back when the stream ends.
-    assert "fhir_scribe_realtime_streams 0.0" in httpx.get(limited.url + "/metrics").text
+    # The slot is given back when the stream ends (the server sees the close a moment after the client).
+    wait_for(lambda: "fhir_scribe_realtime_streams 0.0" in httpx.get(limited.url + "/metrics").text,
+             timeout=30, what="the stream's slot to be given back")
 
 
 @pytest.mark.parametrize("case", ["idle", "huge message", "faster than real time", "too long"])
@@ -233,8 +237,8 @@ def test_a_stream_past_its_limits_is_told_and_closed(limited, dictation, case):
                 "faster than real time": ("rate_limit_exceeded", 1008),
                 "too long": ("max_duration_exceeded", 1008)}[case]
     assert (errors[-1], code) == expected, events
-    if case == "idle":
-        assert 1.5 < time.monotonic() - started < 8
+    if case == "idle":  # closed by the 2 s idle timeout: not before it, and not by the 60 s default either
+        assert 1.5 < time.monotonic() - started < 45
     assert httpx.get(limited.url + "/readyz").status_code == 200
 
 

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_LIMITS, start_server, stop_server
+from tests.support.waiting import metric, wait_for
 
 MB = 1_000_000
 BIG = 200 * MB  # each oversized body
@@ -187,12 +188,21 @@ def _reset_peak(pid: int) -> bool:
         return False
 
 
+def in_flight(server) -> float:
+    """Requests the server is handling now (its gauge: health and metrics excluded)."""
+    return metric(server.url, "fhir_scribe_http_requests_in_flight")
+
+
+def _wait_idle(server, when: str) -> None:
+    wait_for(lambda: in_flight(server) == 0, timeout=60, interval=0.05, what=f"the server idle ({when})")
+
+
 def measured(server, run) -> tuple[Reply, int, int, int]:
     """(reply, RSS before, RSS after, peak RSS during) in KiB of the server process. The peak is the kernel's
     (VmHWM, reset first) where it can be reset, and RSS sampled every few milliseconds in any case: memory the
     process held for a moment and gave back counts."""
     pid = server.process.pid
-    time.sleep(0.3)
+    _wait_idle(server, "before")
     hwm_reset = _reset_peak(pid)
     before = _status_kib(pid, "VmRSS")
     sampled = [before]
@@ -206,7 +216,7 @@ def measured(server, run) -> tuple[Reply, int, int, int]:
     sampler.start()
     try:
         reply = run()
-        time.sleep(0.3)
+        _wait_idle(server, "after the request")  # its handling over (the answer may come before), still sampled
     finally:
         done.set()
         sampler.join(timeout=5)
@@ -402,7 +412,8 @@ def test_tricklers_do_not_hold_transcription_slots(limited, dictation):
                for i, r in enumerate(results)]
     for thread in threads:
         thread.start()
-    time.sleep(1.5)  # every trickler is in, its upload being received
+    wait_for(lambda: in_flight(limited) >= TRICKLERS, timeout=60, what=f"all {TRICKLERS} tricklers in, "
+             "their uploads being received")
     started = time.monotonic()
     response = httpx.post(limited.url + "/v1/audio/transcriptions", files={"file": ("a.ogg", dictation.audio)},
                           timeout=30)
@@ -426,7 +437,7 @@ def test_full_upload_gate_answers_503_with_retry_after(tmp_path, dictation):
         silent = Trickle()
         thread = threading.Thread(target=trickle, args=(server.url, silent), kwargs={"silent": True}, daemon=True)
         thread.start()
-        time.sleep(1.0)
+        wait_for(lambda: in_flight(server) >= 1, timeout=60, what="the silent upload in the one upload slot")
         busy = httpx.post(url, files={"file": ("a.ogg", dictation.audio)}, timeout=30)
         assert busy.status_code == 503 and busy.headers["retry-after"] == "7", busy.text
         assert busy.json()["type"] == "urn:fhir-scribe:problem:overloaded"

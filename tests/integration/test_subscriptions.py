@@ -8,7 +8,6 @@ import concurrent.futures
 import os
 import re
 import signal
-import time
 import uuid
 
 import httpx
@@ -16,6 +15,7 @@ import pytest
 
 from service.demo import DEMO_ENCOUNTER, DEMO_PATIENT, DEMO_PRACTITIONER
 from tests.conftest import TEST_LIMITS, start_server, stop_server
+from tests.support.waiting import holds, wait_for
 
 SECRET = "test-subscription-secret-" + uuid.uuid4().hex
 HEADER = {"X-Scribe-Secret": SECRET, "Content-Type": "application/fhir+json"}
@@ -70,13 +70,13 @@ def task_of(fhir_server, source: dict) -> list[dict]:
 
 
 def wait_for_task(fhir_server, source: dict, status: str, timeout_s: float = 120) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def found() -> dict | None:
         tasks = task_of(fhir_server, source)
-        if tasks and tasks[0]["status"] == status:
-            return tasks[0]
-        time.sleep(0.5)
-    raise AssertionError(f"no {status} Task for DocumentReference/{source['id']}: {task_of(fhir_server, source)}")
+        assert tasks and tasks[0]["status"] == status, tasks  # (the last one seen is in the timeout's message)
+        return tasks[0]
+
+    return wait_for(found, timeout=timeout_s, interval=0.5,
+                    what=f"a {status} Task for DocumentReference/{source['id']}")
 
 
 def notes_from(fhir_server, source: dict) -> list[dict]:
@@ -161,10 +161,8 @@ def test_a_backport_topic_subscription_becomes_a_note(services, fhir_server, dic
                     "_payload": {"extension": [{"url": f"{BACKPORT}/backport-payload-content",
                                                 "valueCode": "id-only"}]}}})
     try:
-        deadline = time.monotonic() + 30
-        while fhir_server.search("Subscription", _id=subscription["id"])[0]["status"] != "active":
-            assert time.monotonic() < deadline, "the subscription never became active (handshake refused?)"
-            time.sleep(0.5)
+        wait_for(lambda: fhir_server.search("Subscription", _id=subscription["id"])[0]["status"] == "active",
+                 timeout=60, interval=0.5, what="the subscription to become active (handshake refused?)")
         source = recording(fhir_server, dictation.audio)
         assert_one_note(fhir_server, source)
     finally:
@@ -211,8 +209,9 @@ def test_a_wrong_secret_is_refused_and_nothing_is_fetched(services, fhir_server,
                            headers=headers, timeout=10)
         assert answer.status_code == 401 and answer.json()["resourceType"] == "OperationOutcome"
         assert "X-Scribe-Secret" in answer.json()["issue"][0]["diagnostics"]
-    time.sleep(2)
-    assert task_of(fhir_server, source) == []
+    # Absence: no Task appears (a quiet window; the refusals were answered before any work could be queued).
+    holds(lambda: task_of(fhir_server, source) == [], for_s=2, interval=0.5, what="no Task for the recording",
+          detail=lambda: task_of(fhir_server, source))
 
 
 def test_a_source_without_audio_fails_its_task_with_the_reason(services, fhir_server, dictation):
@@ -261,11 +260,19 @@ def test_an_unreachable_ehr_leaves_the_job_to_the_lease_not_failed(tmp_path_fact
         proxy.faults.pass_first, proxy.faults.fail_next = 1, 1000  # the claim passes; the note's write gets 503s
         httpx.put(f"{service.url}/fhir/notify/DocumentReference/{source['id']}", json=source, headers=HEADER,
                   timeout=10).raise_for_status()
-        deadline = time.monotonic() + 60
-        while sum(s.startswith("POST / 503") for s in proxy.faults.seen) < 2:  # the write and its one retry
-            assert time.monotonic() < deadline, proxy.faults.seen
-            time.sleep(0.5)
-        time.sleep(5)  # past the 3 s lease: the recovery takes the Task over and fails to write again
+
+        def taken_over_and_failed_again() -> bool:
+            """After the write and its one retry failed: past the 3 s lease the recovery took the Task over (its
+            If-Match PUT) and failed to write again."""
+            seen = list(proxy.faults.seen)
+            failed = [i for i, s in enumerate(seen) if s.startswith("POST / 503")]
+            assert len(failed) >= 2, seen  # the write and its one retry
+            taken = [i for i, s in enumerate(seen) if s.startswith("PUT /Task/") and i > failed[1]]
+            assert taken and failed[-1] > taken[0], seen
+            return True
+
+        wait_for(taken_over_and_failed_again, timeout=90, interval=0.5,
+                 what="the lease recovery to take the Task over and fail to write again")
         assert task_of(fhir_server, source)[0]["status"] == "in-progress" and notes_from(fhir_server, source) == []
         proxy.faults.reset()
         task = wait_for_task(fhir_server, source, "completed", timeout_s=60)

@@ -28,7 +28,8 @@ def test_the_recordings_own_time(resource, end):
 
 
 @pytest.mark.parametrize("when", ["2026-11-29", "2026-11-29T08:00:00", "1999-12-31T23:00:00Z", "yesterday",
-                                  (datetime.now(timezone.utc) + timedelta(hours=2)).isoformat()])
+                                  pytest.param((datetime.now(timezone.utc) + timedelta(hours=2)).isoformat(),
+                                               id="in-two-hours")])  # a fixed id: the same in every xdist worker
 def test_no_usable_time_means_processing_time(when):
     """A date without a time, no time zone, before 2000, not a date, in the future: not a recording's time."""
     resource = {"resourceType": "DocumentReference", "content": [{"attachment": {**AUDIO, "creation": when}}]}

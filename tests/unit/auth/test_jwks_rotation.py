@@ -52,14 +52,17 @@ def test_a_removed_key_stops_being_trusted_after_the_ttl(issuer):
     settings = AuthSettings(issuers=[IssuerSettings(issuer=url, audiences=["scribe"], jwks_url=url + "/jwks")],
                             jwks_ttl_s=1.0, jwks_min_refresh_s=30)  # unknown-kid refetches would wait 30 s
     old_key = keys["current"][0]
+    # Made before the clock starts: generating an RSA key can take longer than the 1 s TTL on a busy machine.
+    new_key = RSAKey.generate_key(2048, parameters={"kid": "k2", "alg": "RS256"})
+    old_token = _token(url, old_key)
 
     async def run() -> None:
         validator = TokenValidator(settings)
         try:
-            assert (await validator.principal(f"Bearer {_token(url, old_key)}")).subject == "u"
-            keys["current"] = [RSAKey.generate_key(2048, parameters={"kid": "k2", "alg": "RS256"})]  # rotated out
-            assert (await validator.principal(f"Bearer {_token(url, old_key)}")).subject == "u"  # cached, in TTL
-            await asyncio.sleep(1.2)
+            assert (await validator.principal(f"Bearer {old_token}")).subject == "u"
+            keys["current"] = [new_key]  # rotated out
+            assert (await validator.principal(f"Bearer {old_token}")).subject == "u"  # cached, in TTL
+            await asyncio.sleep(1.2)  # past the TTL (the thing under test): any longer is past it too
             with pytest.raises(InvalidToken, match="signature check failed"):
                 await validator.principal(f"Bearer {_token(url, old_key)}")
             assert (await validator.principal(f"Bearer {_token(url, keys['current'][0])}")).subject == "u"
