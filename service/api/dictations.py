@@ -10,7 +10,6 @@ from contextlib import ExitStack
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.encoders import jsonable_encoder
 from pydantic import ValidationError
-from sse_starlette import ServerSentEvent
 from starlette.responses import JSONResponse, Response
 
 from service.api.deps import get_dictations, get_pool, get_settings
@@ -96,7 +95,7 @@ async def _draft_events(request: Request, idempotency_key: str | None, pool: Tra
         held.enter_context(pool.admission())
         admission = held.pop_all()
 
-    async def events() -> AsyncIterator[ServerSentEvent]:
+    async def events() -> AsyncIterator[dict[str, str]]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[dict | None] = asyncio.Queue()
 
@@ -122,7 +121,7 @@ async def _draft_events(request: Request, idempotency_key: str | None, pool: Tra
             task = asyncio.create_task(produce())
             try:
                 while (item := await queue.get()) is not None:
-                    yield ServerSentEvent(json.dumps(item), event=item["type"])
+                    yield {"event": item["type"], "data": json.dumps(item)}  # framed by event_stream
             finally:
                 if not task.done():
                     task.cancel()  # the client left: stop the draft (and with it the engine)

@@ -1,7 +1,8 @@
 """Server-sent event responses, configured once: keep-alive comments every 15 s so a proxy or load balancer
-does not close a quiet stream while a long recording decodes (a segment can take longer than an idle timeout),
-and no caching. sse-starlette watches for the client leaving and cancels the stream's generator, which is what
-stops the engine (see TranscriptionPool.transcribe/stream)."""
+does not close a quiet stream while a long recording decodes (a segment can take longer than an idle timeout), no
+caching, and LF line ends (the app's page splits events on blank lines): the event generators yield dicts and
+leave the framing to this response. sse-starlette watches for the client leaving and cancels the stream's
+generator, which is what stops the engine (see TranscriptionPool.transcribe/stream)."""
 
 from __future__ import annotations
 

@@ -176,9 +176,10 @@ def test_draft_streams_segments_then_the_draft(server, dictation):
     with httpx.stream("POST", server.url + "/v1/dictations/draft", files={"file": ("a.ogg", dictation.audio)},
                       data=FORM, headers={"Accept": "text/event-stream"}, timeout=120) as response:
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            if line.startswith("data: "):
-                events.append(json.loads(line[6:]))
+        raw = response.read().decode()
+    assert "\r" not in raw  # LF-framed, as the app's page reads it
+    for block in raw.split("\n\n"):  # one event per blank-line-separated block, as the page splits them
+        events += [json.loads(line[6:]) for line in block.split("\n") if line.startswith("data: ")]
     kinds = [e["type"] for e in events]
     assert kinds[-1] == "draft" and kinds.count("segment") >= 3 and set(kinds[:-1]) == {"segment"}
     heard = "".join(e["text"] for e in events if e["type"] == "segment").strip()
